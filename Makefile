@@ -1,0 +1,59 @@
+# Builds the nginx module against Debian's nginx-dev tree and the companion worker,
+# out of tree in $(BUILD).
+
+SHELL      := /bin/bash
+BUILD      ?= build
+NGINX_SRC  ?= /usr/share/nginx/src
+CC         ?= cc
+PG_CONFIG  ?= pg_config
+
+WARN       := -Wall -Wextra -Wno-unused-parameter
+CFLAGS     ?= -O2 -g
+PG_INC     := $(shell $(PG_CONFIG) --includedir)
+PG_LIB     := $(shell $(PG_CONFIG) --libdir)
+
+MODULE_SO  := $(BUILD)/nginx/objs/ngx_http_chathistory_module.so
+WORKER     := $(BUILD)/chathistory-worker
+
+MODULE_SRC := config ngx_http_chathistory_module.c $(wildcard src/*.c src/*.h src/common/*.c src/common/*.h)
+WORKER_SRC := $(wildcard src/worker/*.c src/common/*.c)
+WORKER_HDR := $(wildcard src/worker/*.h src/common/*.h)
+
+.PHONY: all module worker clean test up down
+
+all: module worker
+
+module: $(MODULE_SO)
+worker: $(WORKER)
+
+$(BUILD)/nginx/Makefile: config
+	rm -rf $(BUILD)/nginx
+	mkdir -p $(BUILD)
+	cp -r $(NGINX_SRC) $(BUILD)/nginx
+	cd $(BUILD)/nginx && . ./conf_flags && \
+	    ./configure "$${NGX_CONF_FLAGS[@]}" $(NGX_EXTRA_FLAGS) \
+	        --with-cc-opt="$(WARN) -Werror $(NGX_CC_OPT)" \
+	        --with-ld-opt="$(NGX_LD_OPT)" \
+	        --add-dynamic-module=$(CURDIR) >configure.log
+
+$(MODULE_SO): $(BUILD)/nginx/Makefile $(MODULE_SRC)
+	$(MAKE) -C $(BUILD)/nginx -f objs/Makefile modules
+
+$(WORKER): $(WORKER_SRC) $(WORKER_HDR)
+	mkdir -p $(BUILD)
+	$(CC) $(CFLAGS) $(WARN) -std=gnu11 -Isrc/common -I$(PG_INC) \
+	    $(shell pkg-config --cflags libcjson libcurl) \
+	    -o $@ $(WORKER_SRC) -L$(PG_LIB) -lpq \
+	    $(shell pkg-config --libs libcjson libcurl) -lm
+
+test: all
+	scripts/test
+
+up:
+	scripts/up
+
+down:
+	scripts/down
+
+clean:
+	rm -rf $(BUILD)
