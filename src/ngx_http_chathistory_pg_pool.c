@@ -1,0 +1,387 @@
+
+/*
+ * The worker process's pool of PostgreSQL connections, and the bounded
+ * queue of queries that wait for one.
+ */
+
+
+#include "ngx_http_chathistory_pg.h"
+
+
+#define CH_PG_BACKOFF_MIN  50
+#define CH_PG_BACKOFF_MAX  1000
+
+
+static void ngx_http_chathistory_pg_query_cleanup(void *data);
+static void ngx_http_chathistory_pg_wait_timeout(ngx_event_t *ev);
+static void ngx_http_chathistory_pg_failed_handler(ngx_event_t *ev);
+static void ngx_http_chathistory_pg_enqueue(
+    ngx_http_chathistory_pg_query_t *q);
+static void ngx_http_chathistory_pg_dequeue(
+    ngx_http_chathistory_pg_query_t *q);
+static ngx_int_t ngx_http_chathistory_pg_grow(
+    ngx_http_chathistory_pg_pool_t *pool);
+static void ngx_http_chathistory_pg_fail_waiting(
+    ngx_http_chathistory_pg_pool_t *pool);
+
+
+static ngx_http_chathistory_pg_pool_t  *ngx_http_chathistory_pg_pool;
+
+
+ngx_int_t
+ngx_http_chathistory_pg_pool_init(ngx_cycle_t *cycle,
+    ngx_http_chathistory_main_conf_t *cmcf)
+{
+    ngx_http_chathistory_pg_pool_t  *pool;
+
+    pool = ngx_pcalloc(cycle->pool, sizeof(ngx_http_chathistory_pg_pool_t));
+    if (pool == NULL) {
+        return NGX_ERROR;
+    }
+
+    pool->conf = cmcf;
+    pool->log = cycle->log;
+
+    ngx_queue_init(&pool->idle);
+    ngx_queue_init(&pool->busy);
+    ngx_queue_init(&pool->waiting);
+
+    ngx_http_chathistory_pg_pool = pool;
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_chathistory_pg_pool_done(ngx_cycle_t *cycle)
+{
+    ngx_queue_t                     *qu;
+    ngx_http_chathistory_pg_conn_t  *pc;
+    ngx_http_chathistory_pg_pool_t  *pool;
+
+    pool = ngx_http_chathistory_pg_pool;
+    if (pool == NULL) {
+        return;
+    }
+
+    while (!ngx_queue_empty(&pool->idle)) {
+        qu = ngx_queue_head(&pool->idle);
+        ngx_queue_remove(qu);
+        pc = ngx_queue_data(qu, ngx_http_chathistory_pg_conn_t, queue);
+        ngx_http_chathistory_pg_conn_close(pc);
+    }
+
+    while (!ngx_queue_empty(&pool->busy)) {
+        qu = ngx_queue_head(&pool->busy);
+        ngx_queue_remove(qu);
+        pc = ngx_queue_data(qu, ngx_http_chathistory_pg_conn_t, queue);
+        ngx_http_chathistory_pg_conn_close(pc);
+    }
+
+    ngx_http_chathistory_pg_pool = NULL;
+}
+
+
+ngx_http_chathistory_pg_query_t *
+ngx_http_chathistory_pg_query_create(ngx_http_request_t *r, ngx_uint_t stmt,
+    ngx_http_chathistory_pg_handler_pt handler, void *data)
+{
+    ngx_pool_cleanup_t               *cln;
+    ngx_http_chathistory_pg_query_t  *q;
+
+    q = ngx_pcalloc(r->pool, sizeof(ngx_http_chathistory_pg_query_t));
+    if (q == NULL) {
+        return NULL;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    cln->handler = ngx_http_chathistory_pg_query_cleanup;
+    cln->data = q;
+
+    q->request = r;
+    q->stmt = stmt;
+    q->handler = handler;
+    q->data = data;
+
+    q->wait_timer.handler = ngx_http_chathistory_pg_wait_timeout;
+    q->wait_timer.data = q;
+    q->wait_timer.log = r->connection->log;
+
+    return q;
+}
+
+
+/* Run the query on an idle connection, a new one, or after a wait. */
+void
+ngx_http_chathistory_pg_query_run(ngx_http_chathistory_pg_query_t *q)
+{
+    ngx_queue_t                     *qu;
+    ngx_http_chathistory_pg_conn_t  *pc;
+    ngx_http_chathistory_pg_pool_t  *pool;
+
+    pool = ngx_http_chathistory_pg_pool;
+
+    if (pool == NULL) {
+        ngx_http_chathistory_pg_query_fail(q,
+                                          NGX_HTTP_CHATHISTORY_PG_UNREACHABLE);
+        return;
+    }
+
+    if (!ngx_queue_empty(&pool->idle)) {
+        qu = ngx_queue_head(&pool->idle);
+        ngx_queue_remove(qu);
+        ngx_queue_insert_tail(&pool->busy, qu);
+
+        pc = ngx_queue_data(qu, ngx_http_chathistory_pg_conn_t, queue);
+        ngx_http_chathistory_pg_conn_send(pc, q);
+        return;
+    }
+
+    if (pool->nwaiting >= pool->conf->queue_size) {
+        ngx_log_error(NGX_LOG_WARN, q->request->connection->log, 0,
+                      "chathistory: all %ui PostgreSQL connections busy "
+                      "and %ui requests waiting",
+                      pool->nconns, pool->nwaiting);
+        ngx_http_chathistory_pg_query_fail(q,
+                                          NGX_HTTP_CHATHISTORY_PG_BUSY);
+        return;
+    }
+
+    if (pool->nconns < pool->conf->pool_size
+        && ngx_http_chathistory_pg_grow(pool) != NGX_OK)
+    {
+        if (pool->nconns == 0) {
+            ngx_http_chathistory_pg_query_fail(q,
+                                          NGX_HTTP_CHATHISTORY_PG_UNREACHABLE);
+            return;
+        }
+    }
+
+    ngx_http_chathistory_pg_enqueue(q);
+}
+
+
+/* Open one more connection unless the database has just refused us. */
+static ngx_int_t
+ngx_http_chathistory_pg_grow(ngx_http_chathistory_pg_pool_t *pool)
+{
+    ngx_http_chathistory_pg_conn_t  *pc;
+
+    if (pool->backoff && (ngx_msec_int_t) (pool->retry_at - ngx_current_msec)
+                         > 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    pc = ngx_http_chathistory_pg_conn_open(pool);
+    if (pc == NULL) {
+        pool->backoff = ngx_max(pool->backoff * 2, CH_PG_BACKOFF_MIN);
+        pool->backoff = ngx_min(pool->backoff, CH_PG_BACKOFF_MAX);
+        pool->retry_at = ngx_current_msec + pool->backoff;
+        return NGX_ERROR;
+    }
+
+    ngx_queue_insert_tail(&pool->busy, &pc->queue);
+    pool->nconns++;
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_chathistory_pg_pool_connected(ngx_http_chathistory_pg_conn_t *pc)
+{
+    pc->pool->backoff = 0;
+    ngx_http_chathistory_pg_pool_released(pc);
+}
+
+
+/* A connection is free: give it to the oldest waiter, or let it idle. */
+void
+ngx_http_chathistory_pg_pool_released(ngx_http_chathistory_pg_conn_t *pc)
+{
+    ngx_queue_t                      *qu;
+    ngx_http_chathistory_pg_pool_t   *pool;
+    ngx_http_chathistory_pg_query_t  *q;
+
+    pool = pc->pool;
+
+    if (!ngx_queue_empty(&pool->waiting)) {
+        qu = ngx_queue_head(&pool->waiting);
+        q = ngx_queue_data(qu, ngx_http_chathistory_pg_query_t, queue);
+        ngx_http_chathistory_pg_dequeue(q);
+        ngx_http_chathistory_pg_conn_send(pc, q);
+        return;
+    }
+
+    ngx_queue_remove(&pc->queue);
+    ngx_queue_insert_head(&pool->idle, &pc->queue);
+}
+
+
+/* A connection broke or could not be made: drop it. */
+void
+ngx_http_chathistory_pg_pool_failed(ngx_http_chathistory_pg_conn_t *pc,
+    ngx_uint_t connected)
+{
+    ngx_http_chathistory_pg_pool_t  *pool;
+
+    pool = pc->pool;
+
+    ngx_queue_remove(&pc->queue);
+    pool->nconns--;
+    ngx_http_chathistory_pg_conn_close(pc);
+
+    if (connected) {
+        return;
+    }
+
+    pool->backoff = ngx_max(pool->backoff * 2, CH_PG_BACKOFF_MIN);
+    pool->backoff = ngx_min(pool->backoff, CH_PG_BACKOFF_MAX);
+    pool->retry_at = ngx_current_msec + pool->backoff;
+
+    /* nobody is left to serve the queue */
+    if (pool->nconns == 0) {
+        ngx_http_chathistory_pg_fail_waiting(pool);
+    }
+}
+
+
+static void
+ngx_http_chathistory_pg_fail_waiting(ngx_http_chathistory_pg_pool_t *pool)
+{
+    ngx_queue_t                      *qu;
+    ngx_http_chathistory_pg_query_t  *q;
+
+    while (!ngx_queue_empty(&pool->waiting)) {
+        qu = ngx_queue_head(&pool->waiting);
+        q = ngx_queue_data(qu, ngx_http_chathistory_pg_query_t, queue);
+        ngx_http_chathistory_pg_dequeue(q);
+        ngx_http_chathistory_pg_query_finish(q, NULL,
+                                         NGX_HTTP_CHATHISTORY_PG_UNREACHABLE);
+    }
+}
+
+
+static void
+ngx_http_chathistory_pg_enqueue(ngx_http_chathistory_pg_query_t *q)
+{
+    ngx_http_chathistory_pg_pool_t  *pool;
+
+    pool = ngx_http_chathistory_pg_pool;
+
+    ngx_queue_insert_tail(&pool->waiting, &q->queue);
+    pool->nwaiting++;
+    q->waiting = 1;
+
+    ngx_add_timer(&q->wait_timer, pool->conf->queue_timeout);
+}
+
+
+static void
+ngx_http_chathistory_pg_dequeue(ngx_http_chathistory_pg_query_t *q)
+{
+    if (!q->waiting) {
+        return;
+    }
+
+    ngx_queue_remove(&q->queue);
+    ngx_http_chathistory_pg_pool->nwaiting--;
+    q->waiting = 0;
+
+    if (q->wait_timer.timer_set) {
+        ngx_del_timer(&q->wait_timer);
+    }
+}
+
+
+static void
+ngx_http_chathistory_pg_wait_timeout(ngx_event_t *ev)
+{
+    ngx_http_chathistory_pg_query_t  *q;
+
+    q = ev->data;
+
+    ngx_log_error(NGX_LOG_WARN, ev->log, 0,
+                  "chathistory: no PostgreSQL connection became free in time");
+
+    ngx_http_chathistory_pg_dequeue(q);
+    ngx_http_chathistory_pg_query_finish(q, NULL,
+                                         NGX_HTTP_CHATHISTORY_PG_BUSY);
+}
+
+
+/*
+ * Answer a query that cannot run from the event loop, never from within
+ * the caller: the caller's request may be freed by the answer.
+ */
+void
+ngx_http_chathistory_pg_query_fail(ngx_http_chathistory_pg_query_t *q,
+    ngx_http_chathistory_pg_failure_e failure)
+{
+    q->failure = failure;
+    q->wait_timer.handler = ngx_http_chathistory_pg_failed_handler;
+    ngx_post_event(&q->wait_timer, &ngx_posted_events);
+}
+
+
+static void
+ngx_http_chathistory_pg_failed_handler(ngx_event_t *ev)
+{
+    ngx_http_chathistory_pg_query_t  *q;
+
+    q = ev->data;
+
+    ngx_http_chathistory_pg_query_finish(q, NULL, q->failure);
+}
+
+
+/* Hand the outcome to the request, then run what it posted. */
+void
+ngx_http_chathistory_pg_query_finish(ngx_http_chathistory_pg_query_t *q,
+    PGresult *res, ngx_http_chathistory_pg_failure_e failure)
+{
+    ngx_connection_t  *c;
+
+    if (q->done) {
+        return;
+    }
+
+    q->done = 1;
+    q->failure = failure;
+    c = q->request->connection;
+
+    q->handler(q, res);
+
+    ngx_http_run_posted_requests(c);
+}
+
+
+/*
+ * The request is going away: leave the queue, or let the connection
+ * finish the statement alone and return to the pool afterwards.
+ */
+static void
+ngx_http_chathistory_pg_query_cleanup(void *data)
+{
+    ngx_http_chathistory_pg_query_t  *q = data;
+
+    q->done = 1;
+
+    if (q->wait_timer.posted) {
+        ngx_delete_posted_event(&q->wait_timer);
+    }
+
+    if (q->waiting) {
+        ngx_http_chathistory_pg_dequeue(q);
+    }
+
+    if (q->conn != NULL) {
+        q->conn->query = NULL;
+        q->conn = NULL;
+    }
+}

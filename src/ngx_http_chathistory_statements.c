@@ -1,0 +1,98 @@
+
+/*
+ * The module's SQL. PostgreSQL renders the JSON the API answers with, so a
+ * row leaves the database ready to send.
+ */
+
+
+#include "ngx_http_chathistory_statements.h"
+
+
+#define CH_RFC3339(col)                                                       \
+    "to_char(" col " AT TIME ZONE 'UTC', "                                    \
+    "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+
+/* a compact JSON object of a session row "s", with extra columns */
+#define CH_SESSION_JSON(extra)                                                \
+    "(SELECT row_to_json(x) FROM (SELECT s.id, s.org_id, s.title, "           \
+    "s.source_lang, s.target_lang, s.audio_enabled, "                         \
+    CH_RFC3339("s.created_at") " AS created_at, "                             \
+    CH_RFC3339("s.updated_at") " AS updated_at, "                             \
+    CH_RFC3339("s.expires_at") " AS expires_at" extra ") x)"
+
+#define CH_MESSAGE_COUNT                                                      \
+    ", (SELECT count(*) FROM messages m WHERE m.session_id = s.id) "          \
+    "AS message_count"
+
+/* $n is the organization a caller is confined to, NULL for none */
+#define CH_IN_SCOPE(n)                                                        \
+    "($" #n "::uuid IS NULL OR s.org_id = $" #n "::uuid)"
+
+/* the keyset position after which a newest-first page starts */
+#define CH_BEFORE_CURSOR                                                      \
+    "(s.created_at, s.id) < ("                                                \
+    "CASE WHEN $2::bigint IS NULL THEN 'infinity'::timestamptz "              \
+    "ELSE 'epoch'::timestamptz + $2::bigint * interval '1 microsecond' END, " \
+    "COALESCE($3::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff'))"
+
+#define CH_CURSOR_KEY                                                         \
+    "(extract(epoch FROM s.created_at) * 1000000)::bigint, s.id"
+
+
+static const ngx_http_chathistory_statement_t  ngx_http_chathistory_sql[] = {
+
+    /* $1 id, $2 org or NULL for the default, $3 title, $4-$5 languages,
+     * $6 audio_enabled */
+    { "chathistory_session_create",
+      "INSERT INTO sessions AS s (id, org_id, title, source_lang, "
+      "target_lang, audio_enabled, created_at, updated_at, expires_at) "
+      "SELECT $1::uuid, o.id, $3::text, $4::text, $5::text, $6::boolean, "
+      "now(), now(), now() + make_interval(days => o.retention_days) "
+      "FROM organizations o WHERE o.id = COALESCE($2::uuid, "
+      "(SELECT id FROM organizations WHERE name = 'default')) "
+      "RETURNING " CH_SESSION_JSON(", 0 AS message_count"),
+      6 },
+
+    /* $1 id, $2 scope */
+    { "chathistory_session_get",
+      "SELECT " CH_SESSION_JSON(CH_MESSAGE_COUNT)
+      " FROM sessions s WHERE s.id = $1::uuid AND " CH_IN_SCOPE(2),
+      2 },
+
+    /* $1 org filter or NULL, $2-$3 cursor or NULL, $4 limit */
+    { "chathistory_session_list",
+      "SELECT " CH_SESSION_JSON("") ", " CH_CURSOR_KEY
+      " FROM sessions s WHERE " CH_IN_SCOPE(1) " AND "
+      CH_BEFORE_CURSOR " ORDER BY s.created_at DESC, s.id DESC "
+      "LIMIT $4::integer",
+      4 },
+
+    /* $1 id, $2 scope, $3 whether to set the title, $4 title,
+     * $5 audio_enabled or NULL */
+    { "chathistory_session_update",
+      "UPDATE sessions AS s SET "
+      "title = CASE WHEN $3::boolean THEN $4::text ELSE s.title END, "
+      "audio_enabled = COALESCE($5::boolean, s.audio_enabled), "
+      "updated_at = now() "
+      "WHERE s.id = $1::uuid AND " CH_IN_SCOPE(2) " "
+      "RETURNING " CH_SESSION_JSON(CH_MESSAGE_COUNT),
+      5 },
+
+    /* $1 id, $2 scope; the audio files go through a job, in the same
+     * transaction, so a crash cannot leave them behind */
+    { "chathistory_session_delete",
+      "WITH d AS (DELETE FROM sessions AS s WHERE s.id = $1::uuid AND "
+      CH_IN_SCOPE(2) " RETURNING s.id, s.org_id), "
+      "j AS (INSERT INTO jobs (kind, payload) "
+      "SELECT 'delete_audio', jsonb_build_object('session_id', d.id, "
+      "'org_id', d.org_id) FROM d) "
+      "SELECT count(*) FROM d",
+      2 },
+};
+
+
+const ngx_http_chathistory_statement_t *
+ngx_http_chathistory_statement(ngx_uint_t id)
+{
+    return &ngx_http_chathistory_sql[id];
+}
