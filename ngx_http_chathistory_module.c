@@ -1,0 +1,542 @@
+
+/*
+ * ngx_http_chathistory_module: chat history and semantic search for a
+ * speech translation service, served from nginx workers against
+ * PostgreSQL. Directives, configuration and process hooks.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include <libpq-fe.h>
+
+#include "ngx_http_chathistory_module.h"
+#include "ngx_http_chathistory_api.h"
+#include "ngx_http_chathistory_pg.h"
+
+
+static void *ngx_http_chathistory_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_chathistory_init_main_conf(ngx_conf_t *cf, void *conf);
+static void *ngx_http_chathistory_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_chathistory_merge_loc_conf(ngx_conf_t *cf,
+    void *parent, void *child);
+static ngx_int_t ngx_http_chathistory_init_process(ngx_cycle_t *cycle);
+static void ngx_http_chathistory_exit_process(ngx_cycle_t *cycle);
+static char *ngx_http_chathistory_database_url(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static ngx_int_t ngx_http_chathistory_conninfo(ngx_conf_t *cf,
+    ngx_http_chathistory_main_conf_t *cmcf, PQconninfoOption *opts);
+static ngx_int_t ngx_http_chathistory_resolve_host(ngx_conf_t *cf,
+    const char *host, const char *port, const char **hostaddr);
+static char *ngx_http_chathistory_strdup(ngx_pool_t *pool, const char *s);
+static char *ngx_http_chathistory_api(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
+
+static ngx_conf_num_bounds_t  ngx_http_chathistory_pool_bounds = {
+    ngx_conf_check_num_bounds, 1, 64
+};
+
+static ngx_conf_num_bounds_t  ngx_http_chathistory_queue_bounds = {
+    ngx_conf_check_num_bounds, 0, 65536
+};
+
+
+static ngx_command_t  ngx_http_chathistory_commands[] = {
+
+    { ngx_string("chathistory_database_url"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_chathistory_database_url,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("chathistory_database_pool_size"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_chathistory_main_conf_t, pool_size),
+      &ngx_http_chathistory_pool_bounds },
+
+    { ngx_string("chathistory_database_queue"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_chathistory_main_conf_t, queue_size),
+      &ngx_http_chathistory_queue_bounds },
+
+    { ngx_string("chathistory_database_queue_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_chathistory_main_conf_t, queue_timeout),
+      NULL },
+
+    { ngx_string("chathistory_database_connect_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_chathistory_main_conf_t, connect_timeout),
+      NULL },
+
+    { ngx_string("chathistory_database_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_chathistory_main_conf_t, query_timeout),
+      NULL },
+
+    { ngx_string("chathistory_history_enabled"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chathistory_loc_conf_t, history_enabled),
+      NULL },
+
+    { ngx_string("chathistory_audio_storage_path"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chathistory_loc_conf_t, audio_storage_path),
+      NULL },
+
+    { ngx_string("chathistory_embedding_provider"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chathistory_loc_conf_t, embedding_provider),
+      NULL },
+
+    { ngx_string("chathistory_embedding_model"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chathistory_loc_conf_t, embedding_model),
+      NULL },
+
+    { ngx_string("chathistory_embedding_url"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chathistory_loc_conf_t, embedding_url),
+      NULL },
+
+    { ngx_string("chathistory_api"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_chathistory_api,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("chathistory_api_max_body_size"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chathistory_loc_conf_t, api_max_body),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_chathistory_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    NULL,                                  /* postconfiguration */
+
+    ngx_http_chathistory_create_main_conf, /* create main configuration */
+    ngx_http_chathistory_init_main_conf,   /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_chathistory_create_loc_conf,  /* create location configuration */
+    ngx_http_chathistory_merge_loc_conf    /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_chathistory_module = {
+    NGX_MODULE_V1,
+    &ngx_http_chathistory_module_ctx,      /* module context */
+    ngx_http_chathistory_commands,         /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_http_chathistory_init_process,     /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_http_chathistory_exit_process,     /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static void *
+ngx_http_chathistory_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_chathistory_main_conf_t  *cmcf;
+
+    cmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_chathistory_main_conf_t));
+    if (cmcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     cmcf->database_url = { 0, NULL };
+     *     cmcf->db_keywords = NULL;
+     *     cmcf->db_values = NULL;
+     *     cmcf->db_target = { 0, NULL };
+     */
+
+    cmcf->pool_size = NGX_CONF_UNSET_UINT;
+    cmcf->queue_size = NGX_CONF_UNSET_UINT;
+    cmcf->queue_timeout = NGX_CONF_UNSET_MSEC;
+    cmcf->connect_timeout = NGX_CONF_UNSET_MSEC;
+    cmcf->query_timeout = NGX_CONF_UNSET_MSEC;
+
+    return cmcf;
+}
+
+
+static char *
+ngx_http_chathistory_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_chathistory_main_conf_t  *cmcf = conf;
+
+    ngx_conf_init_uint_value(cmcf->pool_size, 8);
+    ngx_conf_init_uint_value(cmcf->queue_size, 1024);
+    ngx_conf_init_msec_value(cmcf->queue_timeout, 3000);
+    ngx_conf_init_msec_value(cmcf->connect_timeout, 3000);
+    ngx_conf_init_msec_value(cmcf->query_timeout, 10000);
+
+    return NGX_CONF_OK;
+}
+
+
+static void *
+ngx_http_chathistory_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_chathistory_loc_conf_t  *clcf;
+
+    clcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_chathistory_loc_conf_t));
+    if (clcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     clcf->audio_storage_path = { 0, NULL };
+     *     clcf->embedding_provider = { 0, NULL };
+     *     clcf->embedding_model = { 0, NULL };
+     *     clcf->embedding_url = { 0, NULL };
+     *     clcf->api = 0;
+     *     clcf->api_prefix = { 0, NULL };
+     */
+
+    clcf->history_enabled = NGX_CONF_UNSET;
+    clcf->api_max_body = NGX_CONF_UNSET_SIZE;
+
+    return clcf;
+}
+
+
+static char *
+ngx_http_chathistory_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_chathistory_loc_conf_t  *prev = parent;
+    ngx_http_chathistory_loc_conf_t  *conf = child;
+
+    ngx_http_core_loc_conf_t          *core;
+    ngx_http_chathistory_main_conf_t  *cmcf;
+
+    ngx_conf_merge_value(conf->history_enabled, prev->history_enabled, 1);
+    ngx_conf_merge_str_value(conf->audio_storage_path,
+                             prev->audio_storage_path, "");
+    ngx_conf_merge_str_value(conf->embedding_provider,
+                             prev->embedding_provider, "hash");
+    ngx_conf_merge_str_value(conf->embedding_model,
+                             prev->embedding_model, "");
+    ngx_conf_merge_str_value(conf->embedding_url, prev->embedding_url, "");
+    ngx_conf_merge_size_value(conf->api_max_body, prev->api_max_body,
+                              16 * 1024);
+
+    if (!conf->api) {
+        return NGX_CONF_OK;
+    }
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_chathistory_module);
+
+    if (cmcf->database_url.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"chathistory_api\" requires "
+                           "\"chathistory_database_url\" in the http block");
+        return NGX_CONF_ERROR;
+    }
+
+    /* JSON bodies are parsed in memory: never let one go to a temp file */
+    core = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (core->client_body_buffer_size < conf->api_max_body) {
+        core->client_body_buffer_size = conf->api_max_body;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_chathistory_init_process(ngx_cycle_t *cycle)
+{
+    ngx_http_chathistory_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_chathistory_module);
+
+    if (cmcf == NULL || cmcf->database_url.len == 0) {
+        return NGX_OK;
+    }
+
+    return ngx_http_chathistory_pg_pool_init(cycle, cmcf);
+}
+
+
+static void
+ngx_http_chathistory_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_chathistory_pg_pool_done(cycle);
+}
+
+
+/*
+ * A libpq connection string or postgresql:// URL, checked here so that a
+ * mistake fails "nginx -t", not the first request.
+ */
+static char *
+ngx_http_chathistory_database_url(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_chathistory_main_conf_t  *cmcf = conf;
+
+    char              *err;
+    ngx_str_t         *value;
+    PQconninfoOption  *opts;
+
+    if (cmcf->database_url.data != NULL) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    cmcf->database_url = value[1];
+
+    err = NULL;
+    opts = PQconninfoParse((char *) value[1].data, &err);
+
+    if (opts == NULL) {
+        /* libpq's message quotes no password: it names the bad part */
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid chathistory_database_url: %s",
+                           err ? err : "out of memory");
+        PQfreemem(err);
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_chathistory_conninfo(cf, cmcf, opts) != NGX_OK) {
+        PQconninfoFree(opts);
+        return NGX_CONF_ERROR;
+    }
+
+    PQconninfoFree(opts);
+
+    return NGX_CONF_OK;
+}
+
+
+/* Keep the options as keyword/value arrays, with host names resolved. */
+static ngx_int_t
+ngx_http_chathistory_conninfo(ngx_conf_t *cf,
+    ngx_http_chathistory_main_conf_t *cmcf, PQconninfoOption *opts)
+{
+    ngx_uint_t         n, i;
+    const char        *host, *hostaddr, *port, *dbname;
+    PQconninfoOption  *o;
+
+    n = 0;
+    host = NULL;
+    hostaddr = NULL;
+    port = "5432";
+    dbname = "";
+
+    for (o = opts; o->keyword; o++) {
+        if (o->val == NULL) {
+            continue;
+        }
+
+        n++;
+
+        if (ngx_strcmp(o->keyword, "host") == 0) {
+            host = o->val;
+
+        } else if (ngx_strcmp(o->keyword, "hostaddr") == 0) {
+            hostaddr = o->val;
+
+        } else if (ngx_strcmp(o->keyword, "port") == 0) {
+            port = o->val;
+
+        } else if (ngx_strcmp(o->keyword, "dbname") == 0) {
+            dbname = o->val;
+        }
+    }
+
+    /* libpq resolves names in PQconnectStart, which would block workers */
+    if (hostaddr == NULL && host != NULL) {
+        if (ngx_http_chathistory_resolve_host(cf, host, port, &hostaddr)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    cmcf->db_keywords = ngx_pcalloc(cf->pool, (n + 3) * sizeof(char *));
+    cmcf->db_values = ngx_pcalloc(cf->pool, (n + 3) * sizeof(char *));
+
+    if (cmcf->db_keywords == NULL || cmcf->db_values == NULL) {
+        return NGX_ERROR;
+    }
+
+    i = 0;
+
+    for (o = opts; o->keyword; o++) {
+        if (o->val == NULL || ngx_strcmp(o->keyword, "hostaddr") == 0) {
+            continue;
+        }
+
+        cmcf->db_keywords[i] = ngx_http_chathistory_strdup(cf->pool,
+                                                           o->keyword);
+        cmcf->db_values[i] = ngx_http_chathistory_strdup(cf->pool, o->val);
+        i++;
+    }
+
+    if (hostaddr != NULL) {
+        cmcf->db_keywords[i] = "hostaddr";
+        cmcf->db_values[i] = ngx_http_chathistory_strdup(cf->pool, hostaddr);
+        i++;
+    }
+
+    cmcf->db_keywords[i] = "fallback_application_name";
+    cmcf->db_values[i] = "nginx chathistory";
+
+    cmcf->db_target.data = ngx_pnalloc(cf->pool, 512);
+    if (cmcf->db_target.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    cmcf->db_target.len = ngx_snprintf(cmcf->db_target.data, 512,
+                                       "%s:%s/%s",
+                                       host ? host : "localhost", port, dbname)
+                          - cmcf->db_target.data;
+
+    for (i = 0; cmcf->db_keywords[i]; i++) {
+        if (cmcf->db_values[i] == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Resolve a single host name now, as proxy_pass does; sockets ("/...")
+ * and lists of hosts are left to libpq.
+ */
+static ngx_int_t
+ngx_http_chathistory_resolve_host(ngx_conf_t *cf, const char *host,
+    const char *port, const char **hostaddr)
+{
+    u_char    *p;
+    size_t     len;
+    ngx_url_t  u;
+
+    if (host[0] == '/' || host[0] == '@' || ngx_strchr(host, ',') != NULL) {
+        return NGX_OK;
+    }
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+
+    u.host.data = (u_char *) host;
+    u.host.len = ngx_strlen(host);
+    u.port = (in_port_t) ngx_atoi((u_char *) port, ngx_strlen(port));
+
+    if (ngx_inet_resolve_host(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "chathistory_database_url: host \"%s\" not found",
+                           host);
+        return NGX_ERROR;
+    }
+
+    p = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen, p,
+                        NGX_SOCKADDR_STRLEN, 0);
+    p[len] = '\0';
+
+    *hostaddr = (char *) p;
+
+    return NGX_OK;
+}
+
+
+static char *
+ngx_http_chathistory_strdup(ngx_pool_t *pool, const char *s)
+{
+    size_t   len;
+    u_char  *p;
+
+    len = ngx_strlen(s) + 1;
+
+    p = ngx_pnalloc(pool, len);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    ngx_memcpy(p, s, len);
+
+    return (char *) p;
+}
+
+
+static char *
+ngx_http_chathistory_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_chathistory_loc_conf_t  *clcf = conf;
+
+    ngx_http_core_loc_conf_t  *core;
+
+    if (clcf->api) {
+        return "is duplicate";
+    }
+
+    core = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+#if (NGX_PCRE)
+    if (core->regex != NULL) {
+        return "must be in a prefix location";
+    }
+#endif
+
+    if (core->named || core->noname) {
+        return "must be in a prefix location";
+    }
+
+    clcf->api = 1;
+    clcf->api_prefix = core->name;
+    core->handler = ngx_http_chathistory_api_handler;
+
+    return NGX_CONF_OK;
+}

@@ -1,0 +1,547 @@
+
+/*
+ * Routing of API requests: the path after the location's prefix picks a
+ * resource, the method picks its handler; bodies are read and parsed
+ * before the handler runs.
+ */
+
+
+#include "ngx_http_chathistory_api.h"
+#include "ngx_http_chathistory_json.h"
+
+
+typedef ngx_int_t (*ngx_http_chathistory_api_pt)(ngx_http_request_t *r);
+
+
+typedef struct {
+    ngx_uint_t                    method;
+    ngx_http_chathistory_api_pt   handler;
+} ngx_http_chathistory_method_t;
+
+
+typedef struct {
+    const char                   *pattern;   /* ":s" and ":m" are ids */
+    const char                   *allow;
+    ngx_http_chathistory_method_t methods[4];
+} ngx_http_chathistory_route_t;
+
+
+static ngx_int_t ngx_http_chathistory_api_split(ngx_http_request_t *r,
+    ngx_http_chathistory_api_ctx_t *ctx);
+static ngx_http_chathistory_route_t *ngx_http_chathistory_api_route(
+    ngx_http_chathistory_api_ctx_t *ctx);
+static ngx_int_t ngx_http_chathistory_api_ids(ngx_http_request_t *r,
+    ngx_http_chathistory_api_ctx_t *ctx, ngx_http_chathistory_route_t *rt);
+static ngx_int_t ngx_http_chathistory_api_not_allowed(ngx_http_request_t *r,
+    ngx_http_chathistory_route_t *rt);
+static ngx_int_t ngx_http_chathistory_api_read_body(ngx_http_request_t *r);
+static void ngx_http_chathistory_api_body_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_chathistory_api_parse_body(ngx_http_request_t *r,
+    ngx_http_chathistory_api_ctx_t *ctx);
+static ngx_int_t ngx_http_chathistory_api_run(ngx_http_request_t *r,
+    ngx_http_chathistory_api_ctx_t *ctx);
+static ngx_int_t ngx_http_chathistory_api_json_type(ngx_http_request_t *r);
+
+
+static ngx_http_chathistory_route_t  ngx_http_chathistory_routes[] = {
+
+    { "sessions", "GET, HEAD, POST",
+      { { NGX_HTTP_GET|NGX_HTTP_HEAD, ngx_http_chathistory_session_list },
+        { NGX_HTTP_POST, ngx_http_chathistory_session_create },
+        { 0, NULL } } },
+
+    { "sessions/:s", "GET, HEAD, PATCH, DELETE",
+      { { NGX_HTTP_GET|NGX_HTTP_HEAD, ngx_http_chathistory_session_get },
+        { NGX_HTTP_PATCH, ngx_http_chathistory_session_update },
+        { NGX_HTTP_DELETE, ngx_http_chathistory_session_delete },
+        { 0, NULL } } },
+
+    { NULL, NULL, { { 0, NULL } } }
+};
+
+
+ngx_int_t
+ngx_http_chathistory_api_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                        rc;
+    ngx_http_chathistory_route_t    *rt;
+    ngx_http_chathistory_method_t   *m;
+    ngx_http_chathistory_api_ctx_t  *ctx;
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_chathistory_api_ctx_t));
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_http_set_ctx(r, ctx, ngx_http_chathistory_module);
+
+    rt = NULL;
+
+    if (ngx_http_chathistory_api_split(r, ctx) == NGX_OK) {
+        rt = ngx_http_chathistory_api_route(ctx);
+    }
+
+    if (rt == NULL) {
+        return ngx_http_discard_request_body(r) == NGX_OK
+               ? ngx_http_chathistory_send_error(r, NGX_HTTP_NOT_FOUND,
+                                                 "no such resource")
+               : NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    for (m = rt->methods; m->method; m++) {
+        if (m->method & r->method) {
+            break;
+        }
+    }
+
+    if (m->method == 0) {
+        return ngx_http_chathistory_api_not_allowed(r, rt);
+    }
+
+    ctx->handler = m->handler;
+
+    rc = ngx_http_chathistory_api_ids(r, ctx, rt);
+    if (rc != NGX_OK) {
+        return ngx_http_discard_request_body(r) == NGX_OK
+               ? ngx_http_chathistory_send_error(r, rc, ctx->error)
+               : NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (r->method & (NGX_HTTP_POST|NGX_HTTP_PATCH|NGX_HTTP_PUT)) {
+        return ngx_http_chathistory_api_read_body(r);
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    rc = ngx_http_chathistory_api_run(r, ctx);
+
+    if (rc == NGX_DONE) {
+        /* the query's handler finalizes the request */
+        r->main->count++;
+    }
+
+    return rc;
+}
+
+
+/* Split the path after the location's prefix into its segments. */
+static ngx_int_t
+ngx_http_chathistory_api_split(ngx_http_request_t *r,
+    ngx_http_chathistory_api_ctx_t *ctx)
+{
+    u_char                           *p, *last, *start;
+    ngx_http_chathistory_loc_conf_t  *clcf;
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_chathistory_module);
+
+    if (r->uri.len < clcf->api_prefix.len) {
+        return NGX_DECLINED;
+    }
+
+    p = r->uri.data + clcf->api_prefix.len;
+    last = r->uri.data + r->uri.len;
+
+    while (p < last && *p == '/') {
+        p++;
+    }
+
+    /* one trailing slash is forgiven */
+    if (last > p && last[-1] == '/') {
+        last--;
+    }
+
+    while (p < last) {
+        if (ctx->nsegments == NGX_HTTP_CHATHISTORY_MAX_SEGMENTS) {
+            return NGX_DECLINED;
+        }
+
+        start = p;
+        p = ngx_strlchr(p, last, '/');
+        if (p == NULL) {
+            p = last;
+        }
+
+        if (p == start) {
+            return NGX_DECLINED;
+        }
+
+        ctx->segments[ctx->nsegments].data = start;
+        ctx->segments[ctx->nsegments].len = p - start;
+        ctx->nsegments++;
+        p++;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_http_chathistory_route_t *
+ngx_http_chathistory_api_route(ngx_http_chathistory_api_ctx_t *ctx)
+{
+    size_t                         len;
+    ngx_uint_t                     i;
+    const char                    *p, *slash;
+    ngx_http_chathistory_route_t  *rt;
+
+    for (rt = ngx_http_chathistory_routes; rt->pattern; rt++) {
+
+        p = rt->pattern;
+
+        for (i = 0; i < ctx->nsegments && *p; i++) {
+            slash = ngx_strchr(p, '/');
+            len = slash ? (size_t) (slash - p) : ngx_strlen(p);
+
+            if (p[0] != ':'
+                && (len != ctx->segments[i].len
+                    || ngx_strncmp(p, ctx->segments[i].data, len) != 0))
+            {
+                break;
+            }
+
+            p += len + (slash ? 1 : 0);
+            if (slash == NULL) {
+                p = "";
+            }
+        }
+
+        if (i == ctx->nsegments && *p == '\0') {
+            return rt;
+        }
+    }
+
+    return NULL;
+}
+
+
+/* Ids in the path must be well-formed: 400 before any database work. */
+static ngx_int_t
+ngx_http_chathistory_api_ids(ngx_http_request_t *r,
+    ngx_http_chathistory_api_ctx_t *ctx, ngx_http_chathistory_route_t *rt)
+{
+    ngx_uint_t                    i;
+    const char                   *p;
+    ngx_str_t                    *seg;
+    ngx_http_chathistory_uuid_t  *id;
+
+    for (i = 0, p = rt->pattern; *p; p++) {
+        if (*p == '/') {
+            i++;
+            continue;
+        }
+
+        if (*p != ':') {
+            continue;
+        }
+
+        id = (p[1] == 's') ? &ctx->session_id : &ctx->message_id;
+        seg = &ctx->segments[i];
+
+        if (ngx_http_chathistory_uuid_parse(id, seg->data, seg->len)
+            != NGX_OK)
+        {
+            return ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST,
+                                          "the id in the path is not a UUID");
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_chathistory_api_not_allowed(ngx_http_request_t *r,
+    ngx_http_chathistory_route_t *rt)
+{
+    ngx_table_elt_t  *h;
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Allow");
+    h->value.data = (u_char *) rt->allow;
+    h->value.len = ngx_strlen(rt->allow);
+
+    return ngx_http_chathistory_send_error(r, NGX_HTTP_NOT_ALLOWED,
+                                 "this method is not allowed on the resource");
+}
+
+
+static ngx_int_t
+ngx_http_chathistory_api_read_body(ngx_http_request_t *r)
+{
+    ngx_int_t                         rc;
+    ngx_http_chathistory_loc_conf_t  *clcf;
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_chathistory_module);
+
+    if (ngx_http_chathistory_api_json_type(r) != NGX_OK) {
+        return ngx_http_discard_request_body(r) == NGX_OK
+               ? ngx_http_chathistory_send_error(r,
+                     NGX_HTTP_UNSUPPORTED_MEDIA_TYPE,
+                     "the body must be application/json")
+               : NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (r->headers_in.content_length_n > (off_t) clcf->api_max_body) {
+        if (ngx_http_discard_request_body(r) != NGX_OK) {
+            r->keepalive = 0;
+        }
+
+        return ngx_http_chathistory_send_error(r,
+                                         NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                         "the body is too large");
+    }
+
+    /* JSON is parsed in memory: the buffer is sized to hold the limit */
+    r->request_body_in_single_buf = 1;
+
+    rc = ngx_http_read_client_request_body(r,
+                                        ngx_http_chathistory_api_body_handler);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_chathistory_api_body_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                        rc;
+    ngx_http_chathistory_api_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_chathistory_module);
+
+    rc = ngx_http_chathistory_api_parse_body(r, ctx);
+
+    if (rc == NGX_OK) {
+        rc = ngx_http_chathistory_api_run(r, ctx);
+
+    } else if (ctx->error != NULL) {
+        rc = ngx_http_chathistory_send_error(r, rc, ctx->error);
+    }
+
+    if (rc == NGX_DONE) {
+        /* the query's handler finalizes the request */
+        return;
+    }
+
+    ngx_http_finalize_request(r, rc);
+}
+
+
+static ngx_int_t
+ngx_http_chathistory_api_parse_body(ngx_http_request_t *r,
+    ngx_http_chathistory_api_ctx_t *ctx)
+{
+    size_t                            len;
+    ngx_str_t                         text;
+    ngx_chain_t                      *cl;
+    ngx_http_chathistory_loc_conf_t  *clcf;
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_chathistory_module);
+
+    len = 0;
+    cl = r->request_body ? r->request_body->bufs : NULL;
+
+    if (cl != NULL && (cl->next != NULL || cl->buf->in_file)) {
+        /* more than the buffer, which holds the limit, could take */
+        r->keepalive = 0;
+        return ngx_http_chathistory_api_error(r,
+                                         NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                         "the body is too large");
+    }
+
+    if (cl != NULL) {
+        len = cl->buf->last - cl->buf->pos;
+    }
+
+    if (len > clcf->api_max_body) {
+        return ngx_http_chathistory_api_error(r,
+                                         NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                         "the body is too large");
+    }
+
+    text.data = len ? cl->buf->pos : (u_char *) "";
+    text.len = len;
+
+    ctx->body = ngx_http_chathistory_json_parse(r, &text);
+
+    if (ctx->body == NULL || !cJSON_IsObject(ctx->body)) {
+        return ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST,
+                                          "the body must be a JSON object");
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_chathistory_api_run(ngx_http_request_t *r,
+    ngx_http_chathistory_api_ctx_t *ctx)
+{
+    ngx_int_t  rc;
+
+    /* notice a client that leaves while the database works */
+    r->read_event_handler = ngx_http_test_reading;
+
+    rc = ctx->handler(r);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE && ctx->error != NULL) {
+        return ngx_http_chathistory_send_error(r, rc, ctx->error);
+    }
+
+    return rc;
+}
+
+
+ngx_int_t
+ngx_http_chathistory_api_error(ngx_http_request_t *r, ngx_uint_t status,
+    const char *message)
+{
+    ngx_http_chathistory_api_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_chathistory_module);
+    ctx->error = message;
+
+    return status;
+}
+
+
+/* A body must be JSON; a missing Content-Type is taken to be JSON. */
+static ngx_int_t
+ngx_http_chathistory_api_json_type(ngx_http_request_t *r)
+{
+    size_t            len;
+    ngx_table_elt_t  *ct;
+
+    ct = r->headers_in.content_type;
+
+    if (ct == NULL) {
+        return NGX_OK;
+    }
+
+    len = ct->value.len;
+
+    if (ngx_strlchr(ct->value.data, ct->value.data + len, ';') != NULL) {
+        len = ngx_strlchr(ct->value.data, ct->value.data + len, ';')
+              - ct->value.data;
+    }
+
+    while (len && ct->value.data[len - 1] == ' ') {
+        len--;
+    }
+
+    if (len == sizeof("application/json") - 1
+        && ngx_strncasecmp(ct->value.data, (u_char *) "application/json",
+                           len) == 0)
+    {
+        return NGX_OK;
+    }
+
+    return NGX_DECLINED;
+}
+
+
+ngx_int_t
+ngx_http_chathistory_api_query(ngx_http_request_t *r, ngx_uint_t stmt,
+    const char **params, ngx_uint_t nparams,
+    ngx_http_chathistory_pg_handler_pt handler)
+{
+    ngx_uint_t                        i;
+    ngx_http_chathistory_pg_query_t  *q;
+
+    q = ngx_http_chathistory_pg_query_create(r, stmt, handler,
+                              ngx_http_get_module_ctx(r,
+                                                ngx_http_chathistory_module));
+    if (q == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    for (i = 0; i < nparams; i++) {
+        q->values[i] = params[i];
+    }
+
+    q->nparams = (int) nparams;
+
+    ngx_http_chathistory_pg_query_run(q);
+
+    return NGX_DONE;
+}
+
+
+ngx_int_t
+ngx_http_chathistory_api_query_failed(ngx_http_chathistory_pg_query_t *q,
+    PGresult *res)
+{
+    const char          *state;
+    ngx_http_request_t  *r;
+
+    r = q->request;
+
+    if (res == NULL) {
+        return ngx_http_chathistory_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                   q->failure == NGX_HTTP_CHATHISTORY_PG_UNREACHABLE
+                   ? "the database is unreachable"
+                   : "the database is too busy to answer in time");
+    }
+
+    state = ngx_http_chathistory_pg_sqlstate(res);
+
+    if (ngx_strncmp(state, "22", 2) == 0) {
+        /* data exceptions: input the checks here let through */
+        return ngx_http_chathistory_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                      "the database rejected a value");
+    }
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "chathistory: query failed: %s",
+                  PQresultErrorMessage(res));
+
+    if (ngx_strcmp(state, "42P01") == 0 || ngx_strcmp(state, "42883") == 0
+        || ngx_strncmp(state, "57", 2) == 0 || ngx_strncmp(state, "08", 2) == 0
+        || ngx_strncmp(state, "53", 2) == 0)
+    {
+        /* schema not migrated, server shutting down or out of resources */
+        return ngx_http_chathistory_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                    "the database cannot serve this now");
+    }
+
+    return ngx_http_chathistory_send_error(r,
+                                     NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                     "the request failed unexpectedly");
+}
+
+
+const char *
+ngx_http_chathistory_api_unknown_member(cJSON *body, const char **names)
+{
+    cJSON        *item;
+    const char  **n;
+
+    cJSON_ArrayForEach(item, body) {
+        for (n = names; *n; n++) {
+            if (ngx_strcmp(item->string, *n) == 0) {
+                break;
+            }
+        }
+
+        if (*n == NULL) {
+            return item->string;
+        }
+    }
+
+    return NULL;
+}

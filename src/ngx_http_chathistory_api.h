@@ -1,0 +1,70 @@
+
+/*
+ * The JSON API: routing of /api/... and /v1/... requests to resource
+ * handlers, and what those handlers share.
+ */
+
+
+#ifndef _NGX_HTTP_CHATHISTORY_API_H_INCLUDED_
+#define _NGX_HTTP_CHATHISTORY_API_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include <cjson/cJSON.h>
+
+#include "ngx_http_chathistory_module.h"
+#include "ngx_http_chathistory_pg.h"
+#include "ngx_http_chathistory_uuid.h"
+
+
+#define NGX_HTTP_CHATHISTORY_MAX_SEGMENTS  6
+
+
+typedef struct {
+    ngx_str_t                     segments[NGX_HTTP_CHATHISTORY_MAX_SEGMENTS];
+    ngx_uint_t                    nsegments;
+
+    ngx_http_chathistory_uuid_t   session_id;
+    ngx_http_chathistory_uuid_t   message_id;
+
+    /* the organization a caller is confined to; NULL on /api */
+    const char                   *scope_org;
+
+    cJSON                        *body;
+
+    /* why a handler refused the request, sent once it returns */
+    const char                   *error;
+    ngx_int_t                   (*handler)(ngx_http_request_t *r);
+} ngx_http_chathistory_api_ctx_t;
+
+
+ngx_int_t ngx_http_chathistory_api_handler(ngx_http_request_t *r);
+
+/* run a statement for the request; the handler finalizes it */
+ngx_int_t ngx_http_chathistory_api_query(ngx_http_request_t *r,
+    ngx_uint_t stmt, const char **params, ngx_uint_t nparams,
+    ngx_http_chathistory_pg_handler_pt handler);
+
+/* answer a failed query (NULL result or an error) with the fitting status */
+ngx_int_t ngx_http_chathistory_api_query_failed(
+    ngx_http_chathistory_pg_query_t *q, PGresult *res);
+
+/* refuse the request: the status is returned, the JSON error sent later */
+ngx_int_t ngx_http_chathistory_api_error(ngx_http_request_t *r,
+    ngx_uint_t status, const char *message);
+
+/* an object body's members must all be among the given names */
+const char *ngx_http_chathistory_api_unknown_member(cJSON *body,
+    const char **names);
+
+/* handlers of the resources */
+ngx_int_t ngx_http_chathistory_session_create(ngx_http_request_t *r);
+ngx_int_t ngx_http_chathistory_session_list(ngx_http_request_t *r);
+ngx_int_t ngx_http_chathistory_session_get(ngx_http_request_t *r);
+ngx_int_t ngx_http_chathistory_session_update(ngx_http_request_t *r);
+ngx_int_t ngx_http_chathistory_session_delete(ngx_http_request_t *r);
+
+
+#endif /* _NGX_HTTP_CHATHISTORY_API_H_INCLUDED_ */

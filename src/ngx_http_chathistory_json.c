@@ -1,0 +1,242 @@
+
+/*
+ * JSON bodies in, JSON answers and errors out.
+ */
+
+
+#include "ngx_http_chathistory_json.h"
+
+
+typedef struct {
+    ngx_uint_t   status;
+    const char  *code;
+} ngx_http_chathistory_error_code_t;
+
+
+static void ngx_http_chathistory_json_cleanup(void *data);
+static const char *ngx_http_chathistory_error_code(ngx_uint_t status);
+
+
+static ngx_http_chathistory_error_code_t  ngx_http_chathistory_error_codes[] = {
+    { NGX_HTTP_BAD_REQUEST, "invalid_request" },
+    { NGX_HTTP_UNAUTHORIZED, "unauthorized" },
+    { NGX_HTTP_FORBIDDEN, "forbidden" },
+    { NGX_HTTP_NOT_FOUND, "not_found" },
+    { NGX_HTTP_NOT_ALLOWED, "method_not_allowed" },
+    { NGX_HTTP_CONFLICT, "conflict" },
+    { NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, "payload_too_large" },
+    { NGX_HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type" },
+    { 429, "rate_limited" },
+    { NGX_HTTP_SERVICE_UNAVAILABLE, "unavailable" },
+    { NGX_HTTP_GATEWAY_TIME_OUT, "unavailable" },
+    { 0, "internal_error" }
+};
+
+
+static ngx_str_t  ngx_http_chathistory_json_type =
+    ngx_string("application/json");
+
+
+/* Parse a body; the tree lives as long as the request. */
+cJSON *
+ngx_http_chathistory_json_parse(ngx_http_request_t *r, ngx_str_t *text)
+{
+    cJSON               *json;
+    const char          *end;
+    ngx_pool_cleanup_t  *cln;
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    json = cJSON_ParseWithLengthOpts((const char *) text->data, text->len,
+                                     &end, 0);
+    if (json == NULL) {
+        return NULL;
+    }
+
+    cln->handler = ngx_http_chathistory_json_cleanup;
+    cln->data = json;
+
+    /* cJSON accepts trailing bytes after the value; we do not */
+    while (end < (const char *) text->data + text->len) {
+        if (*end != ' ' && *end != '\t' && *end != '\r' && *end != '\n') {
+            return NULL;
+        }
+        end++;
+    }
+
+    return json;
+}
+
+
+static void
+ngx_http_chathistory_json_cleanup(void *data)
+{
+    cJSON_Delete(data);
+}
+
+
+/* Quote a C string as a JSON string into the request pool. */
+ngx_int_t
+ngx_http_chathistory_json_string(ngx_http_request_t *r, ngx_str_t *out,
+    const char *s)
+{
+    u_char  *p;
+    size_t   len;
+
+    len = 2;
+    for (p = (u_char *) s; *p; p++) {
+        len += (*p == '"' || *p == '\\') ? 2 : (*p < 0x20 ? 6 : 1);
+    }
+
+    out->data = ngx_pnalloc(r->pool, len);
+    if (out->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    out->len = len;
+    p = out->data;
+    *p++ = '"';
+
+    for ( /* void */ ; *s; s++) {
+        if (*s == '"' || *s == '\\') {
+            *p++ = '\\';
+            *p++ = *s;
+
+        } else if ((u_char) *s < 0x20) {
+            p = ngx_sprintf(p, "\\u%04xd", (int) (u_char) *s);
+
+        } else {
+            *p++ = *s;
+        }
+    }
+
+    *p = '"';
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_chathistory_send_json(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_chain_t *body)
+{
+    off_t         len;
+    ngx_int_t     rc;
+    ngx_chain_t  *cl;
+
+    len = 0;
+    for (cl = body; cl; cl = cl->next) {
+        len += ngx_buf_size(cl->buf);
+        if (cl->next == NULL) {
+            cl->buf->last_buf = (r == r->main) ? 1 : 0;
+            cl->buf->last_in_chain = 1;
+        }
+    }
+
+    r->headers_out.status = status;
+    r->headers_out.content_type = ngx_http_chathistory_json_type;
+    r->headers_out.content_type_len = ngx_http_chathistory_json_type.len;
+    r->headers_out.content_length_n = len;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    return ngx_http_output_filter(r, body);
+}
+
+
+/* Send a JSON text that may live only until this call returns. */
+ngx_int_t
+ngx_http_chathistory_send_text(ngx_http_request_t *r, ngx_uint_t status,
+    const char *text, size_t len)
+{
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    b = ngx_create_temp_buf(r->pool, len + 1);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->last = ngx_cpymem(b->pos, text, len);
+    *b->last++ = '\n';
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_chathistory_send_json(r, status, &out);
+}
+
+
+/* {"error": {"code": ..., "message": ...}}; messages are our own text */
+ngx_int_t
+ngx_http_chathistory_send_error(ngx_http_request_t *r, ngx_uint_t status,
+    const char *message)
+{
+    u_char      *p, *last;
+    ngx_str_t    msg;
+    const char  *code;
+
+    if (ngx_http_chathistory_json_string(r, &msg, message) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    code = ngx_http_chathistory_error_code(status);
+
+    p = ngx_pnalloc(r->pool, msg.len + ngx_strlen(code) + 64);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    last = ngx_sprintf(p, "{\"error\":{\"code\":\"%s\",\"message\":%V}}",
+                       code, &msg);
+
+    /* an error answer replaces whatever the handler had set */
+    r->headers_out.content_length_n = -1;
+    if (r->headers_out.content_length) {
+        r->headers_out.content_length->hash = 0;
+        r->headers_out.content_length = NULL;
+    }
+
+    return ngx_http_chathistory_send_text(r, status, (char *) p, last - p);
+}
+
+
+static const char *
+ngx_http_chathistory_error_code(ngx_uint_t status)
+{
+    ngx_http_chathistory_error_code_t  *e;
+
+    for (e = ngx_http_chathistory_error_codes; e->status; e++) {
+        if (e->status == status) {
+            return e->code;
+        }
+    }
+
+    return e->code;
+}
+
+
+ngx_int_t
+ngx_http_chathistory_send_no_content(ngx_http_request_t *r)
+{
+    ngx_int_t  rc;
+
+    r->headers_out.status = NGX_HTTP_NO_CONTENT;
+    r->headers_out.content_length_n = 0;
+    r->header_only = 1;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK) {
+        return rc;
+    }
+
+    return ngx_http_send_special(r, NGX_HTTP_LAST);
+}

@@ -1,0 +1,46 @@
+
+/*
+ * Configuration shared by the parts of the chathistory module.
+ */
+
+
+#ifndef _NGX_HTTP_CHATHISTORY_MODULE_H_INCLUDED_
+#define _NGX_HTTP_CHATHISTORY_MODULE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+
+typedef struct {
+    ngx_str_t                   database_url;
+    const char                **db_keywords;
+    const char                **db_values;
+    ngx_str_t                   db_target;      /* host:port/db, for logs */
+
+    ngx_uint_t                  pool_size;
+    ngx_uint_t                  queue_size;
+    ngx_msec_t                  queue_timeout;
+    ngx_msec_t                  connect_timeout;
+    ngx_msec_t                  query_timeout;
+} ngx_http_chathistory_main_conf_t;
+
+
+typedef struct {
+    ngx_flag_t                  history_enabled;
+    ngx_str_t                   audio_storage_path;
+    ngx_str_t                   embedding_provider;
+    ngx_str_t                   embedding_model;
+    ngx_str_t                   embedding_url;
+
+    ngx_flag_t                  api;
+    ngx_str_t                   api_prefix;     /* the location's name */
+    size_t                      api_max_body;
+} ngx_http_chathistory_loc_conf_t;
+
+
+extern ngx_module_t  ngx_http_chathistory_module;
+
+
+#endif /* _NGX_HTTP_CHATHISTORY_MODULE_H_INCLUDED_ */

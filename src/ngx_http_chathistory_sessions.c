@@ -1,0 +1,599 @@
+
+/*
+ * Sessions: create, list, read, change and delete.
+ */
+
+
+#include "ngx_http_chathistory_api.h"
+#include "ngx_http_chathistory_cursor.h"
+#include "ngx_http_chathistory_json.h"
+#include "ngx_http_chathistory_statements.h"
+#include "ngx_http_chathistory_validate.h"
+
+
+#define CH_LIST_DEFAULT  20
+#define CH_LIST_MAX      100
+
+
+typedef struct {
+    const char  *org;
+    const char  *title;
+    char        *source_lang;
+    char        *target_lang;
+    const char  *audio_enabled;
+} ngx_http_chathistory_session_in_t;
+
+
+static ngx_int_t ngx_http_chathistory_session_read(ngx_http_request_t *r,
+    cJSON *body, ngx_http_chathistory_session_in_t *in);
+static ngx_int_t ngx_http_chathistory_session_lang(ngx_http_request_t *r,
+    cJSON *body, const char *name, char **tag);
+static ngx_int_t ngx_http_chathistory_session_title(ngx_http_request_t *r,
+    cJSON *item, const char **title);
+static ngx_int_t ngx_http_chathistory_session_org(ngx_http_request_t *r,
+    cJSON *item, const char **org);
+static ngx_int_t ngx_http_chathistory_session_list_args(ngx_http_request_t *r,
+    const char **params);
+static void ngx_http_chathistory_session_created(
+    ngx_http_chathistory_pg_query_t *q, PGresult *res);
+static void ngx_http_chathistory_session_found(
+    ngx_http_chathistory_pg_query_t *q, PGresult *res);
+static void ngx_http_chathistory_session_listed(
+    ngx_http_chathistory_pg_query_t *q, PGresult *res);
+static ngx_int_t ngx_http_chathistory_session_page(ngx_http_request_t *r,
+    PGresult *res, ngx_uint_t limit);
+static void ngx_http_chathistory_session_deleted(
+    ngx_http_chathistory_pg_query_t *q, PGresult *res);
+
+
+static const char  *ngx_http_chathistory_session_create_members[] = {
+    "source_lang", "target_lang", "audio_enabled", "title", "org_id", NULL
+};
+
+static const char  *ngx_http_chathistory_session_update_members[] = {
+    "title", "audio_enabled", NULL
+};
+
+
+ngx_int_t
+ngx_http_chathistory_session_create(ngx_http_request_t *r)
+{
+    ngx_int_t                           rc;
+    const char                         *params[6];
+    ngx_http_chathistory_uuid_t        *id;
+    ngx_http_chathistory_api_ctx_t     *ctx;
+    ngx_http_chathistory_session_in_t   in;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_chathistory_module);
+
+    rc = ngx_http_chathistory_session_read(r, ctx->body, &in);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (ctx->scope_org != NULL) {
+        if (in.org != NULL && ngx_strcmp(in.org, ctx->scope_org) != 0) {
+            return ngx_http_chathistory_api_error(r, NGX_HTTP_FORBIDDEN,
+                                  "org_id is not the organization of the key");
+        }
+
+        in.org = ctx->scope_org;
+    }
+
+    id = ngx_palloc(r->pool, sizeof(ngx_http_chathistory_uuid_t));
+    if (id == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_http_chathistory_uuid_v7(id);
+
+    params[0] = (char *) id->text;
+    params[1] = in.org;
+    params[2] = in.title;
+    params[3] = in.source_lang;
+    params[4] = in.target_lang;
+    params[5] = in.audio_enabled;
+
+    return ngx_http_chathistory_api_query(r,
+                                   NGX_HTTP_CHATHISTORY_SQL_SESSION_CREATE,
+                                   params, 6,
+                                   ngx_http_chathistory_session_created);
+}
+
+
+static ngx_int_t
+ngx_http_chathistory_session_read(ngx_http_request_t *r, cJSON *body,
+    ngx_http_chathistory_session_in_t *in)
+{
+    cJSON       *item;
+    ngx_int_t    rc;
+    const char  *unknown;
+
+    unknown = ngx_http_chathistory_api_unknown_member(body,
+                                 ngx_http_chathistory_session_create_members);
+    if (unknown != NULL) {
+        return ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST,
+                                               "the body has an unknown field");
+    }
+
+    rc = ngx_http_chathistory_session_lang(r, body, "source_lang",
+                                           &in->source_lang);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    rc = ngx_http_chathistory_session_lang(r, body, "target_lang",
+                                           &in->target_lang);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    rc = ngx_http_chathistory_session_title(r,
+                                 cJSON_GetObjectItemCaseSensitive(body, "title"),
+                                 &in->title);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    rc = ngx_http_chathistory_session_org(r,
+                                cJSON_GetObjectItemCaseSensitive(body, "org_id"),
+                                &in->org);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    item = cJSON_GetObjectItemCaseSensitive(body, "audio_enabled");
+    in->audio_enabled = "false";
+
+    if (item != NULL && !cJSON_IsNull(item)) {
+        if (!cJSON_IsBool(item)) {
+            return ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST,
+                                        "audio_enabled must be true or false");
+        }
+
+        in->audio_enabled = cJSON_IsTrue(item) ? "true" : "false";
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_chathistory_session_lang(ngx_http_request_t *r, cJSON *body,
+    const char *name, char **tag)
+{
+    u_char     *p, *msg;
+    cJSON      *item;
+    ngx_int_t   rc;
+
+    msg = ngx_pnalloc(r->pool, 128);
+    if (msg == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    item = cJSON_GetObjectItemCaseSensitive(body, name);
+
+    if (item == NULL || cJSON_IsNull(item)) {
+        p = ngx_snprintf(msg, 127, "%s is required", name);
+        *p = '\0';
+        return ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST,
+                                               (char *) msg);
+    }
+
+    rc = cJSON_IsString(item)
+         ? ngx_http_chathistory_lang_tag(r->pool, item->valuestring, tag)
+         : NGX_DECLINED;
+
+    if (rc == NGX_DECLINED) {
+        p = ngx_snprintf(msg, 127,
+                         "%s must be a BCP 47 language tag such as \"en\" "
+                         "or \"pt-BR\"", name);
+        *p = '\0';
+        return ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST,
+                                               (char *) msg);
+    }
+
+    return rc == NGX_OK ? NGX_OK : NGX_HTTP_INTERNAL_SERVER_ERROR;
+}
+
+
+static ngx_int_t
+ngx_http_chathistory_session_title(ngx_http_request_t *r, cJSON *item,
+    const char **title)
+{
+    *title = NULL;
+
+    if (item == NULL || cJSON_IsNull(item)) {
+        return NGX_OK;
+    }
+
+    if (!cJSON_IsString(item)
+        || ngx_http_chathistory_text_valid(item->valuestring,
+                                      NGX_HTTP_CHATHISTORY_TITLE_MAX) != NGX_OK)
+    {
+        return ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST,
+                     "title must be a string of at most 500 bytes, or null");
+    }
+
+    *title = item->valuestring;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_chathistory_session_org(ngx_http_request_t *r, cJSON *item,
+    const char **org)
+{
+    ngx_http_chathistory_uuid_t  *id;
+
+    *org = NULL;
+
+    if (item == NULL || cJSON_IsNull(item)) {
+        return NGX_OK;
+    }
+
+    id = ngx_palloc(r->pool, sizeof(ngx_http_chathistory_uuid_t));
+    if (id == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (!cJSON_IsString(item)
+        || ngx_http_chathistory_uuid_parse(id, (u_char *) item->valuestring,
+                                           ngx_strlen(item->valuestring))
+           != NGX_OK)
+    {
+        return ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST,
+                                               "org_id must be a UUID");
+    }
+
+    *org = (char *) id->text;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_chathistory_session_created(ngx_http_chathistory_pg_query_t *q,
+    PGresult *res)
+{
+    ngx_int_t            rc;
+    ngx_http_request_t  *r;
+
+    r = q->request;
+
+    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
+        rc = ngx_http_chathistory_api_query_failed(q, res);
+
+    } else if (PQntuples(res) == 0) {
+        rc = ngx_http_chathistory_send_error(r, NGX_HTTP_NOT_FOUND,
+                                             "no such organization");
+
+    } else {
+        rc = ngx_http_chathistory_send_text(r, NGX_HTTP_CREATED,
+                                            PQgetvalue(res, 0, 0),
+                                            PQgetlength(res, 0, 0));
+    }
+
+    ngx_http_finalize_request(r, rc);
+}
+
+
+ngx_int_t
+ngx_http_chathistory_session_get(ngx_http_request_t *r)
+{
+    const char                      *params[2];
+    ngx_http_chathistory_api_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_chathistory_module);
+
+    params[0] = (char *) ctx->session_id.text;
+    params[1] = ctx->scope_org;
+
+    return ngx_http_chathistory_api_query(r,
+                                          NGX_HTTP_CHATHISTORY_SQL_SESSION_GET,
+                                          params, 2,
+                                          ngx_http_chathistory_session_found);
+}
+
+
+/* One session came back, or none: shared by read and change. */
+static void
+ngx_http_chathistory_session_found(ngx_http_chathistory_pg_query_t *q,
+    PGresult *res)
+{
+    ngx_int_t            rc;
+    ngx_http_request_t  *r;
+
+    r = q->request;
+
+    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
+        rc = ngx_http_chathistory_api_query_failed(q, res);
+
+    } else if (PQntuples(res) == 0) {
+        rc = ngx_http_chathistory_send_error(r, NGX_HTTP_NOT_FOUND,
+                                             "no such session");
+
+    } else {
+        rc = ngx_http_chathistory_send_text(r, NGX_HTTP_OK,
+                                            PQgetvalue(res, 0, 0),
+                                            PQgetlength(res, 0, 0));
+    }
+
+    ngx_http_finalize_request(r, rc);
+}
+
+
+ngx_int_t
+ngx_http_chathistory_session_list(ngx_http_request_t *r)
+{
+    ngx_int_t    rc;
+    const char  *params[4];
+
+    rc = ngx_http_chathistory_session_list_args(r, params);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    return ngx_http_chathistory_api_query(r,
+                                        NGX_HTTP_CHATHISTORY_SQL_SESSION_LIST,
+                                        params, 4,
+                                        ngx_http_chathistory_session_listed);
+}
+
+
+/* ?org_id=, ?cursor= and ?limit= become the list's parameters. */
+static ngx_int_t
+ngx_http_chathistory_session_list_args(ngx_http_request_t *r,
+    const char **params)
+{
+    u_char                          *p;
+    ngx_int_t                        rc;
+    ngx_str_t                        value;
+    ngx_uint_t                       limit;
+    ngx_http_chathistory_uuid_t     *org;
+    ngx_http_chathistory_cursor_t   *cursor;
+    ngx_http_chathistory_api_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_chathistory_module);
+
+    org = ngx_palloc(r->pool, sizeof(ngx_http_chathistory_uuid_t));
+    cursor = ngx_palloc(r->pool, sizeof(ngx_http_chathistory_cursor_t));
+    p = ngx_pnalloc(r->pool, NGX_INT_T_LEN + 1);
+
+    if (org == NULL || cursor == NULL || p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    params[0] = ctx->scope_org;
+    params[1] = NULL;
+    params[2] = NULL;
+
+    rc = ngx_http_chathistory_arg(r, "org_id", &value);
+
+    if (rc == NGX_OK) {
+        if (ngx_http_chathistory_uuid_parse(org, value.data, value.len)
+            != NGX_OK)
+        {
+            return ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST,
+                                                   "org_id must be a UUID");
+        }
+
+        if (ctx->scope_org != NULL
+            && ngx_strcmp(org->text, ctx->scope_org) != 0)
+        {
+            return ngx_http_chathistory_api_error(r, NGX_HTTP_FORBIDDEN,
+                                  "org_id is not the organization of the key");
+        }
+
+        params[0] = (char *) org->text;
+    }
+
+    rc = ngx_http_chathistory_arg(r, "cursor", &value);
+
+    if (rc == NGX_OK) {
+        if (ngx_http_chathistory_cursor_decode(&value, cursor) != NGX_OK) {
+            return ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST,
+                                                   "the cursor is not valid");
+        }
+
+        params[1] = cursor->micros;
+        params[2] = (char *) cursor->id.text;
+    }
+
+    rc = ngx_http_chathistory_arg_limit(r, CH_LIST_DEFAULT, CH_LIST_MAX,
+                                        &limit);
+    if (rc == NGX_DECLINED) {
+        return ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST,
+                                 "limit must be an integer from 1 to 100");
+    }
+
+    if (rc != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* one more row than asked tells whether a next page exists */
+    *ngx_sprintf(p, "%ui", limit + 1) = '\0';
+    params[3] = (char *) p;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_chathistory_session_listed(ngx_http_chathistory_pg_query_t *q,
+    PGresult *res)
+{
+    ngx_int_t            rc;
+    ngx_uint_t           limit;
+    ngx_http_request_t  *r;
+
+    r = q->request;
+
+    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
+        rc = ngx_http_chathistory_api_query_failed(q, res);
+
+    } else {
+        limit = ngx_atoi((u_char *) q->values[3],
+                         ngx_strlen(q->values[3])) - 1;
+        rc = ngx_http_chathistory_session_page(r, res, limit);
+    }
+
+    ngx_http_finalize_request(r, rc);
+}
+
+
+/* {"data": [...], "next_cursor": ...} from rows of (json, micros, id) */
+static ngx_int_t
+ngx_http_chathistory_session_page(ngx_http_request_t *r, PGresult *res,
+    ngx_uint_t limit)
+{
+    u_char      *p;
+    size_t       len;
+    ngx_int_t    i, n;
+    ngx_buf_t   *b;
+    ngx_str_t    next;
+    ngx_chain_t  out;
+
+    n = ngx_min((ngx_int_t) limit, PQntuples(res));
+    ngx_str_set(&next, "null");
+
+    if (PQntuples(res) > (int) limit && n > 0) {
+        if (ngx_http_chathistory_cursor_encode(r->pool,
+                                               PQgetvalue(res, n - 1, 1),
+                                               PQgetvalue(res, n - 1, 2),
+                                               &next)
+            != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        p = ngx_pnalloc(r->pool, next.len + 2);
+        if (p == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        *p = '"';
+        ngx_memcpy(p + 1, next.data, next.len);
+        p[next.len + 1] = '"';
+        next.data = p;
+        next.len += 2;
+    }
+
+    len = sizeof("{\"data\":[],\"next_cursor\":}\n") - 1 + next.len;
+    for (i = 0; i < n; i++) {
+        len += PQgetlength(res, i, 0) + 1;
+    }
+
+    b = ngx_create_temp_buf(r->pool, len);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->last = ngx_cpymem(b->last, "{\"data\":[", sizeof("{\"data\":[") - 1);
+
+    for (i = 0; i < n; i++) {
+        if (i) {
+            *b->last++ = ',';
+        }
+
+        b->last = ngx_cpymem(b->last, PQgetvalue(res, i, 0),
+                             PQgetlength(res, i, 0));
+    }
+
+    b->last = ngx_sprintf(b->last, "],\"next_cursor\":%V}\n", &next);
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_chathistory_send_json(r, NGX_HTTP_OK, &out);
+}
+
+
+ngx_int_t
+ngx_http_chathistory_session_update(ngx_http_request_t *r)
+{
+    cJSON                           *title, *audio;
+    ngx_int_t                        rc;
+    const char                      *params[5];
+    ngx_http_chathistory_api_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_chathistory_module);
+
+    if (ngx_http_chathistory_api_unknown_member(ctx->body,
+                                 ngx_http_chathistory_session_update_members))
+    {
+        return ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST,
+                          "only title and audio_enabled can be changed");
+    }
+
+    title = cJSON_GetObjectItemCaseSensitive(ctx->body, "title");
+    audio = cJSON_GetObjectItemCaseSensitive(ctx->body, "audio_enabled");
+
+    if (title == NULL && audio == NULL) {
+        return ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST,
+                          "give title or audio_enabled to change");
+    }
+
+    if (audio != NULL && !cJSON_IsBool(audio)) {
+        return ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST,
+                                        "audio_enabled must be true or false");
+    }
+
+    params[0] = (char *) ctx->session_id.text;
+    params[1] = ctx->scope_org;
+    params[2] = title ? "true" : "false";
+    params[4] = audio ? (cJSON_IsTrue(audio) ? "true" : "false") : NULL;
+
+    rc = ngx_http_chathistory_session_title(r, title, &params[3]);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    return ngx_http_chathistory_api_query(r,
+                                      NGX_HTTP_CHATHISTORY_SQL_SESSION_UPDATE,
+                                      params, 5,
+                                      ngx_http_chathistory_session_found);
+}
+
+
+ngx_int_t
+ngx_http_chathistory_session_delete(ngx_http_request_t *r)
+{
+    const char                      *params[2];
+    ngx_http_chathistory_api_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_chathistory_module);
+
+    params[0] = (char *) ctx->session_id.text;
+    params[1] = ctx->scope_org;
+
+    return ngx_http_chathistory_api_query(r,
+                                      NGX_HTTP_CHATHISTORY_SQL_SESSION_DELETE,
+                                      params, 2,
+                                      ngx_http_chathistory_session_deleted);
+}
+
+
+static void
+ngx_http_chathistory_session_deleted(ngx_http_chathistory_pg_query_t *q,
+    PGresult *res)
+{
+    ngx_int_t            rc;
+    ngx_http_request_t  *r;
+
+    r = q->request;
+
+    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
+        rc = ngx_http_chathistory_api_query_failed(q, res);
+
+    } else if (ngx_strcmp(PQgetvalue(res, 0, 0), "0") == 0) {
+        rc = ngx_http_chathistory_send_error(r, NGX_HTTP_NOT_FOUND,
+                                             "no such session");
+
+    } else {
+        rc = ngx_http_chathistory_send_no_content(r);
+    }
+
+    ngx_http_finalize_request(r, rc);
+}
