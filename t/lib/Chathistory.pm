@@ -58,13 +58,13 @@ sub session_cursor {
     return encode_base64url("v1.$micros.$id");
 }
 
-# Listen on a free loopback port; POST /stop and /start run the commands
-# in TEST_NGINX_PG_STOP and TEST_NGINX_PG_START. Returns the port; the
-# server ends with the test file.
+# Listen on a free loopback port and do to the test database what a
+# request asks: POST /stop, /start (TEST_NGINX_PG_STOP, TEST_NGINX_PG_START),
+# /lock (hold an exclusive lock on sessions until /unlock), /terminate
+# (end nginx's backends), /abandon (send the request in the body to the
+# nginx port in X-Nginx-Port and hang up after 300 ms). Returns the port;
+# the server ends with the test file.
 sub db_control_start {
-    my $stop = $ENV{TEST_NGINX_PG_STOP} or die "TEST_NGINX_PG_STOP is not set\n";
-    my $start = $ENV{TEST_NGINX_PG_START} or die "TEST_NGINX_PG_START is not set\n";
-
     my $server = IO::Socket::INET->new(LocalAddr => "127.0.0.1",
                                        LocalPort => 0, Listen => 8,
                                        ReuseAddr => 1)
@@ -83,17 +83,22 @@ sub db_control_start {
         return $port;
     }
 
+    my $locker;
+
     # the child serves a bounded number of requests, then leaves
     for (1 .. 1000) {
         my $client = $server->accept or next;
-        my $line = <$client> // '';
-        while (my $h = <$client>) { last if $h =~ /^\r?\n$/ }
-
-        my ($status, $out) = (404, "no such command\n");
-        if ($line =~ m{^POST /(stop|start)\b}) {
-            my $rc = system($1 eq 'stop' ? $stop : $start);
-            ($status, $out) = $rc == 0 ? (200, "$1 ok\n") : (500, "$1 failed\n");
+        my ($line, %h) = (scalar(<$client>) // '');
+        while (my $l = <$client>) {
+            last if $l =~ /^\r?\n$/;
+            $h{lc $1} = $2 if $l =~ /^([^:]+):\s*(.*?)\r?$/;
         }
+        my $body = '';
+        read $client, $body, $h{'content-length'} if $h{'content-length'};
+
+        my ($cmd) = $line =~ m{^POST /(\w+)};
+        my $ok = eval { db_control($cmd // '', \$locker, $body, \%h); 1 };
+        my ($status, $out) = $ok ? (200, "$cmd ok\n") : (500, "$cmd: $@");
 
         print $client "HTTP/1.1 $status X\r\nContent-Length: "
                       . length($out) . "\r\nConnection: close\r\n\r\n$out";
@@ -101,6 +106,52 @@ sub db_control_start {
     }
 
     POSIX::_exit(0);
+}
+
+sub db_control {
+    my ($cmd, $locker, $body, $h) = @_;
+
+    if ($cmd eq 'stop' || $cmd eq 'start') {
+        my $run = $ENV{$cmd eq 'stop' ? 'TEST_NGINX_PG_STOP' : 'TEST_NGINX_PG_START'}
+            or die "TEST_NGINX_PG_\U$cmd\E is not set\n";
+        system($run) == 0 or die "failed\n";
+
+    } elsif ($cmd eq 'lock') {
+        $$locker = fork // die "cannot fork\n";
+        if ($$locker == 0) {
+            $ENV{PGAPPNAME} = 'chathistory test lock';
+            exec "psql", $db_url, "-X", "-q", "-c",
+                 "BEGIN; LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE;"
+                 . " SELECT pg_sleep(30); COMMIT";
+        }
+        for (1 .. 100) {
+            return if sql("SELECT count(*) FROM pg_locks l JOIN pg_class c"
+                          . " ON c.oid = l.relation WHERE c.relname = 'sessions'"
+                          . " AND l.mode = 'AccessExclusiveLock' AND l.granted");
+            select undef, undef, undef, 0.05;
+        }
+        die "no lock\n";
+
+    } elsif ($cmd eq 'unlock') {
+        sql("SELECT pg_cancel_backend(pid) FROM pg_stat_activity"
+            . " WHERE application_name = 'chathistory test lock'");
+        waitpid $$locker, 0 if $$locker;
+
+    } elsif ($cmd eq 'terminate') {
+        sql("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
+            . " WHERE application_name = 'nginx chathistory'");
+
+    } elsif ($cmd eq 'abandon') {
+        my $nginx = IO::Socket::INET->new(PeerAddr => "127.0.0.1",
+                                          PeerPort => $h->{'x-nginx-port'})
+            or die "cannot reach nginx\n";
+        print $nginx $body;
+        select undef, undef, undef, 0.3;
+        close $nginx;
+
+    } else {
+        die "no such command\n";
+    }
 }
 
 1;
