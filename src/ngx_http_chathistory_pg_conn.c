@@ -432,6 +432,19 @@ ngx_http_chathistory_pg_conn_result(ngx_http_chathistory_pg_conn_t *pc)
 
     if (pc->state == NGX_HTTP_CHATHISTORY_PG_PREPARING) {
 
+        /* behind a pooler, another client may have prepared it for us */
+        if (res != NULL
+            && PQresultStatus(res) == PGRES_FATAL_ERROR
+            && ngx_strcmp(ngx_http_chathistory_pg_sqlstate(res), "42P05")
+               == 0)
+        {
+            PQclear(res);
+            res = NULL;
+            pc->prepared |= (uint64_t) 1 << pc->stmt;
+
+            return ngx_http_chathistory_pg_conn_dispatch(pc);
+        }
+
         if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
             ngx_log_error(NGX_LOG_ALERT, pc->connection->log, 0,
                           "chathistory: preparing \"%s\" failed: %s",
@@ -454,6 +467,11 @@ ngx_http_chathistory_pg_conn_result(ngx_http_chathistory_pg_conn_t *pc)
         && ngx_strcmp(ngx_http_chathistory_pg_sqlstate(res), "26000") == 0
         && !pc->reprepared)
     {
+        ngx_log_error(NGX_LOG_INFO, pc->connection->log, 0,
+                      "chathistory: PostgreSQL at \"%V\" forgot the "
+                      "prepared statements, preparing them again",
+                      &pc->pool->conf->db_target);
+
         PQclear(res);
         pc->prepared = 0;
         pc->reprepared = 1;

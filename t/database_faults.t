@@ -133,3 +133,23 @@ qr/unlock ok/,
 --- no_error_log
 [alert]
 [crit]
+
+
+
+=== TEST 5: statements a pooler's new server connection lacks are prepared again
+--- http_config eval
+"chathistory_database_url \"" . main::pgbouncer_start() . "\";
+ chathistory_database_pool_size 1;"
+--- config eval: $::Control
+--- request eval
+[
+"GET /api/sessions/$ENV{TEST_NGINX_SESSION}",
+"POST /db/terminate\n",
+"GET /api/sessions/$ENV{TEST_NGINX_SESSION}",
+"GET /api/sessions/$ENV{TEST_NGINX_SESSION}",
+]
+--- error_code eval
+[200, 200, 200, 200]
+--- no_error_log
+[alert]
+[crit]

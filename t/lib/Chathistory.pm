@@ -11,9 +11,11 @@ use warnings;
 use Exporter 'import';
 use IO::Socket::INET;
 use POSIX ();
+use File::Temp ();
 use MIME::Base64 qw(encode_base64url);
 
-our @EXPORT = qw(chathistory_block sql db_control_start session_cursor);
+our @EXPORT = qw(chathistory_block sql db_control_start session_cursor
+                 pgbouncer_start);
 
 my $db_url = $ENV{TEST_NGINX_DATABASE_URL}
     or die "TEST_NGINX_DATABASE_URL is not set: run the suites with scripts/test\n";
@@ -106,6 +108,65 @@ sub db_control_start {
     }
 
     POSIX::_exit(0);
+}
+
+# Start PgBouncer in transaction mode, one server connection, in front of
+# the test database; returns its URL. It stops with the test file.
+sub pgbouncer_start {
+    my ($user, $host, $port, $db) =
+        $db_url =~ m{^postgres(?:ql)?://([^@/]+)@([^:/]+):(\d+)/([^?]+)}
+        or die "cannot read $db_url\n";
+
+    my $dir = File::Temp::tempdir(CLEANUP => 1);
+    my $listen = free_port();
+    my $as_root = $> == 0;
+
+    open my $ini, ">", "$dir/pgbouncer.ini" or die "$!";
+    print $ini <<"INI";
+[databases]
+$db = host=$host port=$port dbname=$db
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $listen
+unix_socket_dir =
+auth_type = trust
+auth_file = $dir/users.txt
+pool_mode = transaction
+default_pool_size = 1
+logfile = $dir/pgbouncer.log
+pidfile = $dir/pgbouncer.pid
+INI
+    close $ini;
+
+    open my $users, ">", "$dir/users.txt" or die "$!";
+    print $users qq("$user" ""\n);
+    close $users;
+
+    if ($as_root) {
+        my $uid = getpwnam('postgres') // die "no postgres user\n";
+        chown $uid, -1, $dir, "$dir/pgbouncer.ini", "$dir/users.txt";
+    }
+
+    my @run = ($as_root ? ("runuser", "-u", "postgres", "--") : (),
+               "pgbouncer", "-d", "$dir/pgbouncer.ini");
+    system(@run) == 0 or die "cannot start pgbouncer\n";
+
+    my $parent = $$;
+    eval "END { local \$?; if (\$\$ == $parent) { system('kill', '-TERM',"
+         . " `cat $dir/pgbouncer.pid`) } }";
+
+    for (1 .. 100) {
+        last if IO::Socket::INET->new(PeerAddr => "127.0.0.1:$listen");
+        select undef, undef, undef, 0.05;
+    }
+
+    return "postgresql://$user\@127.0.0.1:$listen/$db";
+}
+
+sub free_port {
+    my $s = IO::Socket::INET->new(LocalAddr => "127.0.0.1", LocalPort => 0,
+                                  Listen => 1) or die "cannot listen: $!";
+    return $s->sockport;
 }
 
 sub db_control {
