@@ -26,7 +26,7 @@ all: module worker
 module: $(MODULE_SO)
 worker: $(WORKER)
 
-$(BUILD)/nginx/Makefile: config
+$(BUILD)/nginx/objs/Makefile: config
 	rm -rf $(BUILD)/nginx
 	mkdir -p $(BUILD)
 	cp -r $(NGINX_SRC) $(BUILD)/nginx
@@ -36,7 +36,7 @@ $(BUILD)/nginx/Makefile: config
 	        --with-ld-opt="$(NGX_LD_OPT)" \
 	        --add-dynamic-module=$(CURDIR) >configure.log
 
-$(MODULE_SO): $(BUILD)/nginx/Makefile $(MODULE_SRC)
+$(MODULE_SO): $(BUILD)/nginx/objs/Makefile $(MODULE_SRC)
 	$(MAKE) -C $(BUILD)/nginx -f objs/Makefile modules
 
 $(WORKER): $(WORKER_SRC) $(WORKER_HDR)

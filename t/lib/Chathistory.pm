@@ -152,8 +152,8 @@ INI
     system(@run) == 0 or die "cannot start pgbouncer\n";
 
     my $parent = $$;
-    eval "END { local \$?; if (\$\$ == $parent) { system('kill', '-TERM',"
-         . " `cat $dir/pgbouncer.pid`) } }";
+    eval "END { local \$?; if (\$\$ == $parent) {"
+         . " Chathistory::stop_pidfile('$dir/pgbouncer.pid') } }";
 
     for (1 .. 100) {
         last if IO::Socket::INET->new(PeerAddr => "127.0.0.1:$listen");
@@ -161,6 +161,13 @@ INI
     }
 
     return "postgresql://$user\@127.0.0.1:$listen/$db";
+}
+
+sub stop_pidfile {
+    my ($file) = @_;
+    open my $fh, "<", $file or return;
+    my $pid = <$fh>;
+    kill 'TERM', $1 if defined $pid && $pid =~ /^(\d+)/;
 }
 
 sub free_port {
@@ -181,6 +188,7 @@ sub db_control {
         $$locker = fork // die "cannot fork\n";
         if ($$locker == 0) {
             $ENV{PGAPPNAME} = 'chathistory test lock';
+            open STDERR, ">", "/dev/null";
             exec "psql", $db_url, "-X", "-q", "-c",
                  "BEGIN; LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE;"
                  . " SELECT pg_sleep(30); COMMIT";
