@@ -7,7 +7,13 @@
 
 
 #include "ngx_http_chathistory_api.h"
+#include "ngx_http_chathistory_cursor.h"
 #include "ngx_http_chathistory_json.h"
+#include "ngx_http_chathistory_validate.h"
+
+
+#define CH_PAGE_DEFAULT  20
+#define CH_PAGE_MAX      100
 
 
 typedef ngx_int_t (*ngx_http_chathistory_api_pt)(ngx_http_request_t *r);
@@ -41,6 +47,8 @@ static ngx_int_t ngx_http_chathistory_api_parse_body(ngx_http_request_t *r,
 static ngx_int_t ngx_http_chathistory_api_run(ngx_http_request_t *r,
     ngx_http_chathistory_api_ctx_t *ctx);
 static ngx_int_t ngx_http_chathistory_api_json_type(ngx_http_request_t *r);
+static ngx_int_t ngx_http_chathistory_api_cursor(ngx_http_request_t *r,
+    const char *micros, const char *id, ngx_str_t *out);
 
 
 static ngx_http_chathistory_route_t  ngx_http_chathistory_routes[] = {
@@ -54,6 +62,10 @@ static ngx_http_chathistory_route_t  ngx_http_chathistory_routes[] = {
       { { NGX_HTTP_GET|NGX_HTTP_HEAD, ngx_http_chathistory_session_get },
         { NGX_HTTP_PATCH, ngx_http_chathistory_session_update },
         { NGX_HTTP_DELETE, ngx_http_chathistory_session_delete },
+        { 0, NULL } } },
+
+    { "sessions/:s/messages", "GET, HEAD",
+      { { NGX_HTTP_GET|NGX_HTTP_HEAD, ngx_http_chathistory_message_list },
         { 0, NULL } } },
 
     { NULL, NULL, { { 0, NULL } } }
@@ -544,4 +556,179 @@ ngx_http_chathistory_api_unknown_member(cJSON *body, const char **names)
     }
 
     return NULL;
+}
+
+
+/*
+ * ?cursor= and ?limit= of a list: the cursor's position (NULLs for the
+ * start) and one more row than asked, which tells whether a next page
+ * exists.
+ */
+ngx_int_t
+ngx_http_chathistory_api_page_args(ngx_http_request_t *r,
+    const char **micros, const char **id, const char **limit)
+{
+    u_char                         *p;
+    ngx_int_t                       rc;
+    ngx_str_t                       value;
+    ngx_uint_t                      n;
+    ngx_http_chathistory_cursor_t  *cursor;
+
+    *micros = NULL;
+    *id = NULL;
+
+    cursor = ngx_palloc(r->pool, sizeof(ngx_http_chathistory_cursor_t));
+    p = ngx_pnalloc(r->pool, NGX_INT_T_LEN + 1);
+
+    if (cursor == NULL || p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ngx_http_chathistory_arg(r, "cursor", &value) == NGX_OK) {
+        if (ngx_http_chathistory_cursor_decode(&value, cursor) != NGX_OK) {
+            return ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST,
+                                                  "the cursor is not valid");
+        }
+
+        *micros = cursor->micros;
+        *id = (char *) cursor->id.text;
+    }
+
+    rc = ngx_http_chathistory_arg_limit(r, CH_PAGE_DEFAULT, CH_PAGE_MAX, &n);
+
+    if (rc == NGX_DECLINED) {
+        return ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST,
+                                 "limit must be an integer from 1 to 100");
+    }
+
+    if (rc != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    *ngx_sprintf(p, "%ui", n + 1) = '\0';
+    *limit = (char *) p;
+
+    return NGX_OK;
+}
+
+
+/*
+ * {"data": [...], "next_cursor": ...} from rows of (json, micros, id);
+ * rows with a NULL json stand for none.
+ */
+ngx_int_t
+ngx_http_chathistory_api_page(ngx_http_request_t *r, PGresult *res,
+    const char *limit_plus_one)
+{
+    size_t       len;
+    ngx_int_t    i, n, limit;
+    ngx_buf_t   *b;
+    ngx_str_t    next;
+    ngx_chain_t  out;
+
+    limit = ngx_atoi((u_char *) limit_plus_one,
+                     ngx_strlen(limit_plus_one)) - 1;
+
+    n = 0;
+    while (n < PQntuples(res) && n < limit && !PQgetisnull(res, n, 0)) {
+        n++;
+    }
+
+    ngx_str_set(&next, "null");
+
+    if (n == limit && PQntuples(res) > limit) {
+        if (ngx_http_chathistory_api_cursor(r, PQgetvalue(res, n - 1, 1),
+                                            PQgetvalue(res, n - 1, 2), &next)
+            != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    len = sizeof("{\"data\":[],\"next_cursor\":}\n") - 1 + next.len;
+    for (i = 0; i < n; i++) {
+        len += PQgetlength(res, i, 0) + 1;
+    }
+
+    b = ngx_create_temp_buf(r->pool, len);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->last = ngx_cpymem(b->last, "{\"data\":[", sizeof("{\"data\":[") - 1);
+
+    for (i = 0; i < n; i++) {
+        if (i) {
+            *b->last++ = ',';
+        }
+
+        b->last = ngx_cpymem(b->last, PQgetvalue(res, i, 0),
+                             PQgetlength(res, i, 0));
+    }
+
+    b->last = ngx_sprintf(b->last, "],\"next_cursor\":%V}\n", &next);
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_chathistory_send_json(r, NGX_HTTP_OK, &out);
+}
+
+
+/* The next page's cursor, quoted as a JSON string. */
+static ngx_int_t
+ngx_http_chathistory_api_cursor(ngx_http_request_t *r, const char *micros,
+    const char *id, ngx_str_t *out)
+{
+    u_char     *p;
+    ngx_str_t   cursor;
+
+    if (ngx_http_chathistory_cursor_encode(r->pool, micros, id, &cursor)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    p = ngx_pnalloc(r->pool, cursor.len + 2);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    p[0] = '"';
+    ngx_memcpy(p + 1, cursor.data, cursor.len);
+    p[cursor.len + 1] = '"';
+
+    out->data = p;
+    out->len = cursor.len + 2;
+
+    return NGX_OK;
+}
+
+
+/* Where the resources of this location live: "/api/sessions/". */
+ngx_int_t
+ngx_http_chathistory_api_sessions_url(ngx_http_request_t *r, ngx_str_t *url)
+{
+    u_char                           *p;
+    ngx_http_chathistory_loc_conf_t  *clcf;
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_chathistory_module);
+
+    p = ngx_pnalloc(r->pool, clcf->api_prefix.len + sizeof("/sessions/"));
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    url->data = p;
+    p = ngx_cpymem(p, clcf->api_prefix.data, clcf->api_prefix.len);
+
+    if (p == url->data || p[-1] != '/') {
+        *p++ = '/';
+    }
+
+    p = ngx_cpymem(p, "sessions/", sizeof("sessions/") - 1);
+    *p = '\0';
+    url->len = p - url->data;
+
+    return NGX_OK;
 }

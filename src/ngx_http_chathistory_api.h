@@ -55,6 +55,18 @@ ngx_int_t ngx_http_chathistory_api_query_failed(
 ngx_int_t ngx_http_chathistory_api_error(ngx_http_request_t *r,
     ngx_uint_t status, const char *message);
 
+/* ?cursor= and ?limit= as statement parameters */
+ngx_int_t ngx_http_chathistory_api_page_args(ngx_http_request_t *r,
+    const char **micros, const char **id, const char **limit);
+
+/* a page of a list from rows of (json, micros, id) */
+ngx_int_t ngx_http_chathistory_api_page(ngx_http_request_t *r, PGresult *res,
+    const char *limit_plus_one);
+
+/* the URL prefix of this location's sessions, NUL-terminated */
+ngx_int_t ngx_http_chathistory_api_sessions_url(ngx_http_request_t *r,
+    ngx_str_t *url);
+
 /* an object body's members must all be among the given names */
 const char *ngx_http_chathistory_api_unknown_member(cJSON *body,
     const char **names);
@@ -65,6 +77,7 @@ ngx_int_t ngx_http_chathistory_session_list(ngx_http_request_t *r);
 ngx_int_t ngx_http_chathistory_session_get(ngx_http_request_t *r);
 ngx_int_t ngx_http_chathistory_session_update(ngx_http_request_t *r);
 ngx_int_t ngx_http_chathistory_session_delete(ngx_http_request_t *r);
+ngx_int_t ngx_http_chathistory_message_list(ngx_http_request_t *r);
 
 
 #endif /* _NGX_HTTP_CHATHISTORY_API_H_INCLUDED_ */

@@ -42,7 +42,8 @@ typedef enum {
 
 
 struct ngx_http_chathistory_pg_query_s {
-    ngx_http_request_t                  *request;
+    ngx_http_request_t                  *request;   /* NULL when detached */
+    ngx_log_t                           *log;
     ngx_uint_t                           stmt;
     int                                  nparams;
     const char                          *values[CH_PG_MAX_PARAMS];
@@ -105,6 +106,9 @@ ngx_int_t ngx_http_chathistory_pg_pool_init(ngx_cycle_t *cycle,
 void ngx_http_chathistory_pg_pool_done(ngx_cycle_t *cycle);
 ngx_http_chathistory_pg_query_t *ngx_http_chathistory_pg_query_create(
     ngx_http_request_t *r, ngx_uint_t stmt,
+    ngx_http_chathistory_pg_handler_pt handler, void *data);
+ngx_http_chathistory_pg_query_t *ngx_http_chathistory_pg_query_alloc(
+    ngx_pool_t *pool, ngx_log_t *log, ngx_uint_t stmt,
     ngx_http_chathistory_pg_handler_pt handler, void *data);
 void ngx_http_chathistory_pg_query_run(ngx_http_chathistory_pg_query_t *q);
 void ngx_http_chathistory_pg_query_fail(ngx_http_chathistory_pg_query_t *q,

@@ -86,15 +86,34 @@ ngx_http_chathistory_pg_query_t *
 ngx_http_chathistory_pg_query_create(ngx_http_request_t *r, ngx_uint_t stmt,
     ngx_http_chathistory_pg_handler_pt handler, void *data)
 {
-    ngx_pool_cleanup_t               *cln;
     ngx_http_chathistory_pg_query_t  *q;
 
-    q = ngx_pcalloc(r->pool, sizeof(ngx_http_chathistory_pg_query_t));
+    q = ngx_http_chathistory_pg_query_alloc(r->pool, r->connection->log, stmt,
+                                            handler, data);
     if (q == NULL) {
         return NULL;
     }
 
-    cln = ngx_pool_cleanup_add(r->pool, 0);
+    q->request = r;
+
+    return q;
+}
+
+
+/* A query of its own pool, not a request's: it outlives any client. */
+ngx_http_chathistory_pg_query_t *
+ngx_http_chathistory_pg_query_alloc(ngx_pool_t *pool, ngx_log_t *log,
+    ngx_uint_t stmt, ngx_http_chathistory_pg_handler_pt handler, void *data)
+{
+    ngx_pool_cleanup_t               *cln;
+    ngx_http_chathistory_pg_query_t  *q;
+
+    q = ngx_pcalloc(pool, sizeof(ngx_http_chathistory_pg_query_t));
+    if (q == NULL) {
+        return NULL;
+    }
+
+    cln = ngx_pool_cleanup_add(pool, 0);
     if (cln == NULL) {
         return NULL;
     }
@@ -102,14 +121,14 @@ ngx_http_chathistory_pg_query_create(ngx_http_request_t *r, ngx_uint_t stmt,
     cln->handler = ngx_http_chathistory_pg_query_cleanup;
     cln->data = q;
 
-    q->request = r;
+    q->log = log;
     q->stmt = stmt;
     q->handler = handler;
     q->data = data;
 
     q->wait_timer.handler = ngx_http_chathistory_pg_wait_timeout;
     q->wait_timer.data = q;
-    q->wait_timer.log = r->connection->log;
+    q->wait_timer.log = log;
 
     return q;
 }
@@ -142,7 +161,7 @@ ngx_http_chathistory_pg_query_run(ngx_http_chathistory_pg_query_t *q)
     }
 
     if (pool->nwaiting >= pool->conf->queue_size) {
-        ngx_log_error(NGX_LOG_WARN, q->request->connection->log, 0,
+        ngx_log_error(NGX_LOG_WARN, q->log, 0,
                       "chathistory: all %ui PostgreSQL connections busy "
                       "and %ui requests waiting",
                       pool->nconns, pool->nwaiting);
@@ -353,6 +372,12 @@ ngx_http_chathistory_pg_query_finish(ngx_http_chathistory_pg_query_t *q,
 
     q->done = 1;
     q->failure = failure;
+
+    if (q->request == NULL) {
+        q->handler(q, res);
+        return;
+    }
+
     c = q->request->connection;
 
     q->handler(q, res);

@@ -5,14 +5,9 @@
 
 
 #include "ngx_http_chathistory_api.h"
-#include "ngx_http_chathistory_cursor.h"
 #include "ngx_http_chathistory_json.h"
 #include "ngx_http_chathistory_statements.h"
 #include "ngx_http_chathistory_validate.h"
-
-
-#define CH_LIST_DEFAULT  20
-#define CH_LIST_MAX      100
 
 
 typedef struct {
@@ -40,8 +35,6 @@ static void ngx_http_chathistory_session_found(
     ngx_http_chathistory_pg_query_t *q, PGresult *res);
 static void ngx_http_chathistory_session_listed(
     ngx_http_chathistory_pg_query_t *q, PGresult *res);
-static ngx_int_t ngx_http_chathistory_session_page(ngx_http_request_t *r,
-    PGresult *res, ngx_uint_t limit);
 static void ngx_http_chathistory_session_deleted(
     ngx_http_chathistory_pg_query_t *q, PGresult *res);
 
@@ -347,27 +340,19 @@ static ngx_int_t
 ngx_http_chathistory_session_list_args(ngx_http_request_t *r,
     const char **params)
 {
-    u_char                          *p;
     ngx_int_t                        rc;
     ngx_str_t                        value;
-    ngx_uint_t                       limit;
     ngx_http_chathistory_uuid_t     *org;
-    ngx_http_chathistory_cursor_t   *cursor;
     ngx_http_chathistory_api_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_chathistory_module);
 
     org = ngx_palloc(r->pool, sizeof(ngx_http_chathistory_uuid_t));
-    cursor = ngx_palloc(r->pool, sizeof(ngx_http_chathistory_cursor_t));
-    p = ngx_pnalloc(r->pool, NGX_INT_T_LEN + 1);
-
-    if (org == NULL || cursor == NULL || p == NULL) {
+    if (org == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     params[0] = ctx->scope_org;
-    params[1] = NULL;
-    params[2] = NULL;
 
     rc = ngx_http_chathistory_arg(r, "org_id", &value);
 
@@ -389,34 +374,8 @@ ngx_http_chathistory_session_list_args(ngx_http_request_t *r,
         params[0] = (char *) org->text;
     }
 
-    rc = ngx_http_chathistory_arg(r, "cursor", &value);
-
-    if (rc == NGX_OK) {
-        if (ngx_http_chathistory_cursor_decode(&value, cursor) != NGX_OK) {
-            return ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST,
-                                                   "the cursor is not valid");
-        }
-
-        params[1] = cursor->micros;
-        params[2] = (char *) cursor->id.text;
-    }
-
-    rc = ngx_http_chathistory_arg_limit(r, CH_LIST_DEFAULT, CH_LIST_MAX,
-                                        &limit);
-    if (rc == NGX_DECLINED) {
-        return ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST,
-                                 "limit must be an integer from 1 to 100");
-    }
-
-    if (rc != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    /* one more row than asked tells whether a next page exists */
-    *ngx_sprintf(p, "%ui", limit + 1) = '\0';
-    params[3] = (char *) p;
-
-    return NGX_OK;
+    return ngx_http_chathistory_api_page_args(r, &params[1], &params[2],
+                                              &params[3]);
 }
 
 
@@ -425,7 +384,6 @@ ngx_http_chathistory_session_listed(ngx_http_chathistory_pg_query_t *q,
     PGresult *res)
 {
     ngx_int_t            rc;
-    ngx_uint_t           limit;
     ngx_http_request_t  *r;
 
     r = q->request;
@@ -434,79 +392,10 @@ ngx_http_chathistory_session_listed(ngx_http_chathistory_pg_query_t *q,
         rc = ngx_http_chathistory_api_query_failed(q, res);
 
     } else {
-        limit = ngx_atoi((u_char *) q->values[3],
-                         ngx_strlen(q->values[3])) - 1;
-        rc = ngx_http_chathistory_session_page(r, res, limit);
+        rc = ngx_http_chathistory_api_page(r, res, q->values[3]);
     }
 
     ngx_http_finalize_request(r, rc);
-}
-
-
-/* {"data": [...], "next_cursor": ...} from rows of (json, micros, id) */
-static ngx_int_t
-ngx_http_chathistory_session_page(ngx_http_request_t *r, PGresult *res,
-    ngx_uint_t limit)
-{
-    u_char      *p;
-    size_t       len;
-    ngx_int_t    i, n;
-    ngx_buf_t   *b;
-    ngx_str_t    next;
-    ngx_chain_t  out;
-
-    n = ngx_min((ngx_int_t) limit, PQntuples(res));
-    ngx_str_set(&next, "null");
-
-    if (PQntuples(res) > (int) limit && n > 0) {
-        if (ngx_http_chathistory_cursor_encode(r->pool,
-                                               PQgetvalue(res, n - 1, 1),
-                                               PQgetvalue(res, n - 1, 2),
-                                               &next)
-            != NGX_OK)
-        {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        p = ngx_pnalloc(r->pool, next.len + 2);
-        if (p == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        *p = '"';
-        ngx_memcpy(p + 1, next.data, next.len);
-        p[next.len + 1] = '"';
-        next.data = p;
-        next.len += 2;
-    }
-
-    len = sizeof("{\"data\":[],\"next_cursor\":}\n") - 1 + next.len;
-    for (i = 0; i < n; i++) {
-        len += PQgetlength(res, i, 0) + 1;
-    }
-
-    b = ngx_create_temp_buf(r->pool, len);
-    if (b == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    b->last = ngx_cpymem(b->last, "{\"data\":[", sizeof("{\"data\":[") - 1);
-
-    for (i = 0; i < n; i++) {
-        if (i) {
-            *b->last++ = ',';
-        }
-
-        b->last = ngx_cpymem(b->last, PQgetvalue(res, i, 0),
-                             PQgetlength(res, i, 0));
-    }
-
-    b->last = ngx_sprintf(b->last, "],\"next_cursor\":%V}\n", &next);
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_chathistory_send_json(r, NGX_HTTP_OK, &out);
 }
 
 

@@ -39,6 +39,34 @@
     "(extract(epoch FROM s.created_at) * 1000000)::bigint, s.id"
 
 
+/* a compact JSON object of a message row "m"; $6 is the API's prefix */
+#define CH_MESSAGE_JSON                                                       \
+    "(SELECT row_to_json(x) FROM (SELECT m.id, m.session_id, "                \
+    CH_RFC3339("m.created_at") " AS created_at, "                             \
+    "m.source_lang, m.target_lang, m.source_text, m.translated_text, "        \
+    "m.stt_ms, m.translate_ms, m.tts_ms, m.model_used, "                      \
+    "m.audio_path IS NOT NULL AS has_audio, "                                 \
+    "CASE WHEN m.audio_path IS NOT NULL THEN $6::text || m.session_id "       \
+    "|| '/messages/' || m.id || '/audio' END AS audio_url, "                  \
+    "CASE WHEN m.embedding IS NOT NULL THEN 'ready' "                         \
+    "WHEN EXISTS (SELECT 1 FROM jobs j WHERE j.kind = 'embed_message' "       \
+    "AND j.status = 'failed' AND j.payload->>'message_id' = m.id::text) "     \
+    "THEN 'failed' ELSE 'pending' END AS embedding_status) x)"
+
+/* a session's messages after a cursor, one row with NULLs if none;
+ * no row at all when the session does not exist */
+#define CH_MESSAGE_PAGE(cmp, order, start, start_id)                          \
+    "SELECT p.json, p.micros, p.id FROM sessions s LEFT JOIN LATERAL ("       \
+    "SELECT " CH_MESSAGE_JSON " AS json, "                                    \
+    "(extract(epoch FROM m.created_at) * 1000000)::bigint AS micros, m.id "   \
+    "FROM messages m WHERE m.session_id = s.id AND (m.created_at, m.id) "     \
+    cmp " (CASE WHEN $3::bigint IS NULL THEN '" start "'::timestamptz "       \
+    "ELSE 'epoch'::timestamptz + $3::bigint * interval '1 microsecond' END, " \
+    "COALESCE($4::uuid, '" start_id "')) "                                    \
+    "ORDER BY m.created_at " order ", m.id " order " LIMIT $5::integer"       \
+    ") p ON true WHERE s.id = $1::uuid AND " CH_IN_SCOPE(2)
+
+
 static const ngx_http_chathistory_statement_t  ngx_http_chathistory_sql[] = {
 
     /* $1 id, $2 org or NULL for the default, $3 title, $4-$5 languages,
@@ -88,6 +116,17 @@ static const ngx_http_chathistory_statement_t  ngx_http_chathistory_sql[] = {
       "'org_id', d.org_id) FROM d) "
       "SELECT count(*) FROM d",
       2 },
+
+    /* $1 session, $2 scope, $3-$4 cursor or NULL, $5 limit, $6 prefix */
+    { "chathistory_message_list_asc",
+      CH_MESSAGE_PAGE(">", "ASC", "-infinity",
+                      "00000000-0000-0000-0000-000000000000"),
+      6 },
+
+    { "chathistory_message_list_desc",
+      CH_MESSAGE_PAGE("<", "DESC", "infinity",
+                      "ffffffff-ffff-ffff-ffff-ffffffffffff"),
+      6 },
 };
 
 
