@@ -44,7 +44,7 @@ typedef struct {
 typedef struct {
     int             bitrate;       /* bit/s, 6000..510000; 0: default */
     int             complexity;    /* 0..10 */
-    size_t          max_input;     /* bytes; larger bodies are refused; 0: any */
+    size_t          max_input;     /* larger bodies are refused; 0: no limit */
     const char     *comment;       /* "KEY=value" for OpusTags, or NULL */
 } chathistory_audio_opts_t;
 

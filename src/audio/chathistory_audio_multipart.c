@@ -51,14 +51,15 @@ cha_multipart_find(const unsigned char *body, size_t len,
 
     end = body + len;
 
-    /* the preamble: the first delimiter may start the body */
-    if (cha_multipart_delimiter(body, end, boundary, blen, &p) != body) {
-        if (cha_memmem(body, len, "\n", 1) == NULL
-            || cha_multipart_delimiter(body, end, boundary, blen, &p) == NULL)
-        {
-            cha_error(err, errlen, "no multipart boundary in body");
-            return -1;
-        }
+    /* the first delimiter starts the body or ends a preamble */
+    if (len >= blen + 2 && body[0] == '-' && body[1] == '-'
+        && memcmp(body + 2, boundary, blen) == 0)
+    {
+        p = body + 2 + blen;
+
+    } else if (cha_multipart_delimiter(body, end, boundary, blen, &p) == NULL) {
+        cha_error(err, errlen, "no multipart boundary in body");
+        return -1;
     }
 
     found = 0;
@@ -214,21 +215,14 @@ cha_multipart_boundary(const char *content_type, char *boundary, size_t *blen)
 
 
 /*
- * Finds the next "--boundary" at p or at a line start after p; returns where
- * the part before it ends (its CRLF or LF excluded) and sets *next past it.
+ * Finds the next "--boundary" at a line start after p; returns where the part
+ * before it ends (its CRLF or LF excluded) and sets *next past it.
  */
 static const unsigned char *
 cha_multipart_delimiter(const unsigned char *p, const unsigned char *end,
     const char *boundary, size_t blen, const unsigned char **next)
 {
     const unsigned char  *q, *s;
-
-    if ((size_t) (end - p) >= blen + 2 && p[0] == '-' && p[1] == '-'
-        && memcmp(p + 2, boundary, blen) == 0)
-    {
-        *next = p + 2 + blen;
-        return p;
-    }
 
     for (s = p; s < end; s = q + 1) {
         q = cha_memmem(s, end - s, "\n--", 3);

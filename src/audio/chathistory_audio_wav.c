@@ -62,13 +62,13 @@ int
 cha_wav_parse(const unsigned char *p, size_t len, cha_wav_t *wav, char *err,
     size_t errlen)
 {
-    int                   have_fmt, rf64;
+    int                   have_fmt, have_ds64, rf64;
     char                  name[5];
     size_t                pos, left, size, data_len;
     uint32_t              riff_size;
     uint64_t              ds64_data;
     cha_wav_fmt_t         fmt;
-    const unsigned char  *data;
+    const unsigned char  *data, *id;
 
     if (len < 12
         || (memcmp(p, "RIFF", 4) != 0 && memcmp(p, "RF64", 4) != 0)
@@ -80,7 +80,8 @@ cha_wav_parse(const unsigned char *p, size_t len, cha_wav_t *wav, char *err,
 
     rf64 = (p[1] == 'F' && p[2] == '6');
     riff_size = cha_le32(p + 4);
-    ds64_data = CHA_SIZE_UNKNOWN;
+    ds64_data = 0;
+    have_ds64 = 0;
     have_fmt = 0;
     data = NULL;
     data_len = 0;
@@ -92,28 +93,28 @@ cha_wav_parse(const unsigned char *p, size_t len, cha_wav_t *wav, char *err,
             break;
         }
 
-        left = len - pos;
-
-        if (pos >= len || left < 8) {
+        if (pos >= len || len - pos < 8) {
             cha_error(err, errlen, "missing %s chunk",
                       have_fmt ? "data" : "fmt");
             return -1;
         }
 
+        left = len - pos;
+
+        id = p + pos;
         size = cha_le32(p + pos + 4);
-        cha_wav_chunk_name(p + pos, name);
         pos += 8;
         left -= 8;
 
-        if (memcmp(name, "data", 4) == 0) {
+        if (memcmp(id, "data", 4) == 0) {
 
             if (data != NULL) {
                 cha_error(err, errlen, "several data chunks");
                 return -1;
             }
 
-            if (size == CHA_SIZE_UNKNOWN && rf64 && ds64_data <= left) {
-                size = (size_t) ds64_data;
+            if (size == CHA_SIZE_UNKNOWN && have_ds64) {
+                size = (ds64_data <= left) ? (size_t) ds64_data : left + 1;
 
             } else if (size == CHA_SIZE_UNKNOWN
                        || (size == 0 && left > 0
@@ -134,11 +135,12 @@ cha_wav_parse(const unsigned char *p, size_t len, cha_wav_t *wav, char *err,
         }
 
         if (size > left) {
+            cha_wav_chunk_name(id, name);
             cha_error(err, errlen, "truncated %s chunk", name);
             return -1;
         }
 
-        if (memcmp(name, "fmt ", 4) == 0) {
+        if (memcmp(id, "fmt ", 4) == 0) {
             if (have_fmt) {
                 cha_error(err, errlen, "several fmt chunks");
                 return -1;
@@ -150,9 +152,10 @@ cha_wav_parse(const unsigned char *p, size_t len, cha_wav_t *wav, char *err,
 
             have_fmt = 1;
 
-        } else if (memcmp(name, "ds64", 4) == 0 && rf64 && size >= 16) {
+        } else if (memcmp(id, "ds64", 4) == 0 && rf64 && size >= 16) {
             ds64_data = (uint64_t) cha_le32(p + pos + 8)
                         | (uint64_t) cha_le32(p + pos + 12) << 32;
+            have_ds64 = 1;
         }
 
         if (size + (size & 1) > left) {
@@ -259,16 +262,19 @@ cha_wav_check(const cha_wav_fmt_t *fmt, cha_wav_t *wav, char *err,
 }
 
 
+/* A chunk id fit for a message: "fmt " becomes "fmt". */
 static void
 cha_wav_chunk_name(const unsigned char *id, char *name)
 {
     int  i;
 
     for (i = 0; i < 4; i++) {
-        name[i] = (id[i] >= 0x20 && id[i] < 0x7f) ? (char) id[i] : '?';
+        name[i] = (id[i] > 0x20 && id[i] < 0x7f) ? (char) id[i] : '?';
     }
 
-    name[4] = '\0';
+    for (name[4] = '\0'; i > 1 && id[i - 1] == ' '; i--) {
+        name[i - 1] = '\0';
+    }
 }
 
 
