@@ -14,6 +14,7 @@
 #include "ngx_http_chathistory_module.h"
 #include "ngx_http_chathistory_api.h"
 #include "ngx_http_chathistory_pg.h"
+#include "ngx_http_chathistory_record.h"
 
 
 static void *ngx_http_chathistory_create_main_conf(ngx_conf_t *cf);
@@ -85,6 +86,27 @@ static ngx_command_t  ngx_http_chathistory_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_chathistory_main_conf_t, query_timeout),
+      NULL },
+
+    { ngx_string("chathistory_spool_path"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_chathistory_main_conf_t, spool_path),
+      NULL },
+
+    { ngx_string("chathistory_spool_max_messages"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_chathistory_main_conf_t, spool_max),
+      NULL },
+
+    { ngx_string("chathistory_thread_pool"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_chathistory_main_conf_t, thread_pool_name),
       NULL },
 
     { ngx_string("chathistory_history_enabled"),
@@ -195,6 +217,7 @@ ngx_http_chathistory_create_main_conf(ngx_conf_t *cf)
     cmcf->queue_timeout = NGX_CONF_UNSET_MSEC;
     cmcf->connect_timeout = NGX_CONF_UNSET_MSEC;
     cmcf->query_timeout = NGX_CONF_UNSET_MSEC;
+    cmcf->spool_max = NGX_CONF_UNSET_UINT;
 
     return cmcf;
 }
@@ -210,6 +233,17 @@ ngx_http_chathistory_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(cmcf->queue_timeout, 3000);
     ngx_conf_init_msec_value(cmcf->connect_timeout, 3000);
     ngx_conf_init_msec_value(cmcf->query_timeout, 10000);
+    ngx_conf_init_uint_value(cmcf->spool_max, 10000);
+
+    if (cmcf->thread_pool_name.data == NULL) {
+        ngx_str_set(&cmcf->thread_pool_name, "default");
+    }
+
+    if (cmcf->spool_path.len
+        && ngx_conf_full_name(cf->cycle, &cmcf->spool_path, 0) != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
 
     return NGX_CONF_OK;
 }
@@ -299,7 +333,19 @@ ngx_http_chathistory_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
-    return ngx_http_chathistory_pg_pool_init(cycle, cmcf);
+    if (ngx_http_chathistory_pg_pool_init(cycle, cmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+#if (NGX_THREADS)
+    if (cmcf->capture_used
+        && ngx_http_chathistory_spool_init(cycle, cmcf) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+#endif
+
+    return NGX_OK;
 }
 
 

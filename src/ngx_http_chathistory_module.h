@@ -24,6 +24,13 @@ typedef struct {
     ngx_msec_t                  queue_timeout;
     ngx_msec_t                  connect_timeout;
     ngx_msec_t                  query_timeout;
+
+    /* recording: where messages wait while the database is away */
+    ngx_str_t                   spool_path;
+    ngx_uint_t                  spool_max;
+    ngx_str_t                   thread_pool_name;
+    ngx_thread_pool_t          *thread_pool;
+    ngx_flag_t                  capture_used;
 } ngx_http_chathistory_main_conf_t;
 
 

@@ -127,6 +127,31 @@ static const ngx_http_chathistory_statement_t  ngx_http_chathistory_sql[] = {
       CH_MESSAGE_PAGE("<", "DESC", "infinity",
                       "ffffffff-ffff-ffff-ffff-ffffffffffff"),
       6 },
+
+    /* $1 id, $2 session, $3 source text, $4 translation, $5-$7 timings,
+     * $8 model, $9 audio path, $10 audio ms; answers whether the session
+     * exists. Its embedding job goes in the same transaction, and a
+     * replayed record that is already in is not written twice. */
+    { "chathistory_message_record",
+      "WITH s AS (SELECT id, org_id, source_lang, target_lang "
+      "FROM sessions WHERE id = $2::uuid), "
+      "m AS (INSERT INTO messages (id, session_id, org_id, source_lang, "
+      "target_lang, source_text, translated_text, stt_ms, translate_ms, "
+      "tts_ms, model_used, audio_path, audio_ms) "
+      "SELECT $1::uuid, s.id, s.org_id, s.source_lang, s.target_lang, "
+      "$3::text, $4::text, $5::integer, $6::integer, $7::integer, $8::text, "
+      "$9::text, $10::integer FROM s "
+      "ON CONFLICT (id) DO NOTHING RETURNING id), "
+      "j AS (INSERT INTO jobs (kind, payload) "
+      "SELECT 'embed_message', jsonb_build_object('message_id', m.id) "
+      "FROM m) "
+      "SELECT count(*) FROM s",
+      10 },
+
+    /* $1 session: is it there, and does it keep audio */
+    { "chathistory_session_capture",
+      "SELECT audio_enabled FROM sessions WHERE id = $1::uuid",
+      1 },
 };
 
 

@@ -15,7 +15,7 @@ use File::Temp ();
 use MIME::Base64 qw(encode_base64url);
 
 our @EXPORT = qw(chathistory_block sql db_control_start session_cursor
-                 pgbouncer_start);
+                 pgbouncer_start sql_eventually);
 
 my $db_url = $ENV{TEST_NGINX_DATABASE_URL}
     or die "TEST_NGINX_DATABASE_URL is not set: run the suites with scripts/test\n";
@@ -50,6 +50,19 @@ sub sql {
     close $psql or die "psql failed on: $statement\n";
 
     return wantarray ? @rows : (@rows ? $rows[0][0] : undef);
+}
+
+# Poll a query until its first value is the expected one, for at most
+# $seconds: recording happens after the answer has gone to the client.
+sub sql_eventually {
+    my ($statement, $expected, $seconds) = @_;
+    my $value;
+    for (1 .. ($seconds // 5) * 20) {
+        $value = sql($statement);
+        return $value if defined $value && $value eq $expected;
+        select undef, undef, undef, 0.05;
+    }
+    return $value;
 }
 
 # The cursor the API gives for a row: base64url of "v1.<micros>.<uuid>".

@@ -1,0 +1,630 @@
+
+/*
+ * ngx_http_chathistory_capture_module: records the pipeline. A location
+ * that proxies the pipeline gets "chathistory_capture on"; a request with
+ * ?session_id= of a known session has the upstream's JSON answer copied,
+ * as it streams to the client unchanged, and recorded once complete.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_chathistory_module.h"
+#include "ngx_http_chathistory_pg.h"
+#include "ngx_http_chathistory_record.h"
+#include "ngx_http_chathistory_statements.h"
+#include "ngx_http_chathistory_validate.h"
+
+
+typedef struct {
+    ngx_flag_t                     capture;
+    size_t                         max_size;
+    ngx_msec_t                     lookup_timeout;
+} ngx_http_chathistory_capture_conf_t;
+
+
+typedef enum {
+    CH_LOOKUP_PENDING = 0,
+    CH_LOOKUP_FOUND,
+    CH_LOOKUP_MISSING,
+    CH_LOOKUP_FAILED
+} ngx_http_chathistory_lookup_e;
+
+
+typedef struct {
+    ngx_http_chathistory_uuid_t    session_id;
+    ngx_http_chathistory_uuid_t    message_id;
+    ngx_http_chathistory_lookup_e  lookup;
+    ngx_flag_t                     audio_enabled;
+    ngx_event_t                    lookup_timer;
+
+    u_char                        *copy;
+    size_t                         len;
+    size_t                         size;
+
+    unsigned                       waiting:1;
+    unsigned                       capturing:1;
+    unsigned                       overflow:1;
+    unsigned                       finished:1;
+} ngx_http_chathistory_capture_ctx_t;
+
+
+static ngx_int_t ngx_http_chathistory_capture_handler(ngx_http_request_t *r);
+static void ngx_http_chathistory_capture_looked_up(
+    ngx_http_chathistory_pg_query_t *q, PGresult *res);
+static void ngx_http_chathistory_capture_lookup_timeout(ngx_event_t *ev);
+static void ngx_http_chathistory_capture_resume(ngx_http_request_t *r,
+    ngx_http_chathistory_capture_ctx_t *ctx);
+static void ngx_http_chathistory_capture_cleanup(void *data);
+static ngx_int_t ngx_http_chathistory_capture_header_filter(
+    ngx_http_request_t *r);
+static const char *ngx_http_chathistory_capture_refuse(ngx_http_request_t *r,
+    ngx_http_chathistory_capture_ctx_t *ctx);
+static ngx_int_t ngx_http_chathistory_capture_announce(ngx_http_request_t *r,
+    ngx_http_chathistory_capture_ctx_t *ctx);
+static ngx_int_t ngx_http_chathistory_capture_body_filter(
+    ngx_http_request_t *r, ngx_chain_t *in);
+static void ngx_http_chathistory_capture_copy(ngx_http_request_t *r,
+    ngx_http_chathistory_capture_ctx_t *ctx, ngx_buf_t *b);
+static void ngx_http_chathistory_capture_finish(ngx_http_request_t *r,
+    ngx_http_chathistory_capture_ctx_t *ctx);
+static void ngx_http_chathistory_capture_record(ngx_http_request_t *r,
+    ngx_http_chathistory_capture_ctx_t *ctx, cJSON *json);
+static void *ngx_http_chathistory_capture_create_conf(ngx_conf_t *cf);
+static char *ngx_http_chathistory_capture_merge_conf(ngx_conf_t *cf,
+    void *parent, void *child);
+static ngx_int_t ngx_http_chathistory_capture_init(ngx_conf_t *cf);
+
+
+static ngx_command_t  ngx_http_chathistory_capture_commands[] = {
+
+    { ngx_string("chathistory_capture"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chathistory_capture_conf_t, capture),
+      NULL },
+
+    { ngx_string("chathistory_capture_lookup_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chathistory_capture_conf_t, lookup_timeout),
+      NULL },
+
+    { ngx_string("chathistory_capture_max_size"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chathistory_capture_conf_t, max_size),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_chathistory_capture_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    ngx_http_chathistory_capture_init,     /* postconfiguration */
+
+    NULL,                                  /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_chathistory_capture_create_conf, /* create location configuration */
+    ngx_http_chathistory_capture_merge_conf   /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_chathistory_capture_module = {
+    NGX_MODULE_V1,
+    &ngx_http_chathistory_capture_module_ctx, /* module context */
+    ngx_http_chathistory_capture_commands, /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
+static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
+
+static ngx_str_t  ngx_http_chathistory_message_id_header =
+    ngx_string("X-Chathistory-Message-Id");
+
+
+/*
+ * Before the request goes upstream: is its session there, and does it
+ * keep audio? The request waits for the answer, a moment at most: when
+ * the database is slow, it goes on and the message's write will tell.
+ */
+static ngx_int_t
+ngx_http_chathistory_capture_handler(ngx_http_request_t *r)
+{
+    ngx_str_t                             value;
+    ngx_pool_cleanup_t                   *cln;
+    ngx_http_chathistory_pg_query_t      *q;
+    ngx_http_chathistory_loc_conf_t      *clcf;
+    ngx_http_chathistory_capture_ctx_t   *ctx;
+    ngx_http_chathistory_capture_conf_t  *conf;
+
+    conf = ngx_http_get_module_loc_conf(r, ngx_http_chathistory_capture_module);
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_chathistory_module);
+
+    if (!conf->capture || !clcf->history_enabled || r != r->main
+        || ngx_http_get_module_ctx(r, ngx_http_chathistory_capture_module))
+    {
+        return NGX_DECLINED;
+    }
+
+    if (ngx_http_chathistory_arg(r, "session_id", &value) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_chathistory_capture_ctx_t));
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+
+    if (ctx == NULL || cln == NULL) {
+        return NGX_DECLINED;
+    }
+
+    if (ngx_http_chathistory_uuid_parse(&ctx->session_id, value.data,
+                                        value.len)
+        != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "chathistory: session_id is not a UUID, not recording");
+        return NGX_DECLINED;
+    }
+
+    ngx_http_set_ctx(r, ctx, ngx_http_chathistory_capture_module);
+
+    cln->handler = ngx_http_chathistory_capture_cleanup;
+    cln->data = ctx;
+
+    q = ngx_http_chathistory_pg_query_create(r,
+                                      NGX_HTTP_CHATHISTORY_SQL_SESSION_CAPTURE,
+                                      ngx_http_chathistory_capture_looked_up,
+                                      ctx);
+    if (q == NULL) {
+        ctx->lookup = CH_LOOKUP_FAILED;
+        ctx->audio_enabled = 1;
+        return NGX_DECLINED;
+    }
+
+    q->values[0] = (char *) ctx->session_id.text;
+    q->nparams = 1;
+
+    ctx->lookup_timer.handler = ngx_http_chathistory_capture_lookup_timeout;
+    ctx->lookup_timer.data = r->connection;
+    ctx->lookup_timer.log = r->connection->log;
+    ngx_add_timer(&ctx->lookup_timer, conf->lookup_timeout);
+    ctx->waiting = 1;
+
+    ngx_http_chathistory_pg_query_run(q);
+
+    /* the phase handler runs again when the answer or the timer comes */
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_chathistory_capture_looked_up(ngx_http_chathistory_pg_query_t *q,
+    PGresult *res)
+{
+    ngx_http_chathistory_capture_ctx_t  *ctx = q->data;
+
+    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
+        /* recorded anyway: the spool and the write will tell */
+        ctx->lookup = CH_LOOKUP_FAILED;
+        ctx->audio_enabled = 1;
+
+    } else if (PQntuples(res) == 0) {
+        ctx->lookup = CH_LOOKUP_MISSING;
+
+    } else {
+        ctx->lookup = CH_LOOKUP_FOUND;
+        ctx->audio_enabled = (PQgetvalue(res, 0, 0)[0] == 't');
+    }
+
+    ngx_http_chathistory_capture_resume(q->request, ctx);
+}
+
+
+static void
+ngx_http_chathistory_capture_lookup_timeout(ngx_event_t *ev)
+{
+    ngx_connection_t                    *c;
+    ngx_http_request_t                  *r;
+    ngx_http_chathistory_capture_ctx_t  *ctx;
+
+    c = ev->data;
+    r = c->data;
+    ctx = ngx_http_get_module_ctx(r, ngx_http_chathistory_capture_module);
+
+    ngx_log_error(NGX_LOG_WARN, c->log, 0,
+                  "chathistory: the session lookup took too long, "
+                  "recording without it");
+
+    ctx->lookup = CH_LOOKUP_FAILED;
+    ctx->audio_enabled = 1;
+
+    ngx_http_chathistory_capture_resume(r, ctx);
+    ngx_http_run_posted_requests(c);
+}
+
+
+static void
+ngx_http_chathistory_capture_resume(ngx_http_request_t *r,
+    ngx_http_chathistory_capture_ctx_t *ctx)
+{
+    if (!ctx->waiting) {
+        return;
+    }
+
+    ctx->waiting = 0;
+
+    if (ctx->lookup_timer.timer_set) {
+        ngx_del_timer(&ctx->lookup_timer);
+    }
+
+    ngx_http_core_run_phases(r);
+}
+
+
+static void
+ngx_http_chathistory_capture_cleanup(void *data)
+{
+    ngx_http_chathistory_capture_ctx_t  *ctx = data;
+
+    if (ctx->lookup_timer.timer_set) {
+        ngx_del_timer(&ctx->lookup_timer);
+    }
+}
+
+
+static ngx_int_t
+ngx_http_chathistory_capture_header_filter(ngx_http_request_t *r)
+{
+    const char                          *why;
+    ngx_http_chathistory_capture_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_chathistory_capture_module);
+
+    if (ctx == NULL || r != r->main) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    why = ngx_http_chathistory_capture_refuse(r, ctx);
+
+    if (why != NULL) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "chathistory: not recording: %s", why);
+        ngx_http_set_ctx(r, NULL, ngx_http_chathistory_capture_module);
+        return ngx_http_next_header_filter(r);
+    }
+
+    if (ngx_http_chathistory_capture_announce(r, ctx) != NGX_OK) {
+        ngx_http_set_ctx(r, NULL, ngx_http_chathistory_capture_module);
+    }
+
+    return ngx_http_next_header_filter(r);
+}
+
+
+/* Why this answer is not to be recorded, or NULL. */
+static const char *
+ngx_http_chathistory_capture_refuse(ngx_http_request_t *r,
+    ngx_http_chathistory_capture_ctx_t *ctx)
+{
+    u_char                               *p, *last;
+    ngx_http_chathistory_capture_conf_t  *conf;
+
+    conf = ngx_http_get_module_loc_conf(r, ngx_http_chathistory_capture_module);
+
+    if (ctx->lookup == CH_LOOKUP_MISSING) {
+        return "the session does not exist";
+    }
+
+    if (r->headers_out.status < 200 || r->headers_out.status > 299) {
+        return "the upstream did not answer 2xx";
+    }
+
+    if (r->header_only) {
+        return "the answer has no body";
+    }
+
+    if (r->headers_out.content_encoding
+        && r->headers_out.content_encoding->value.len)
+    {
+        return "the answer is encoded";
+    }
+
+    if (r->headers_out.content_length_n > (off_t) conf->max_size) {
+        return "the answer is larger than chathistory_capture_max_size";
+    }
+
+    p = r->headers_out.content_type.data;
+    last = p + r->headers_out.content_type_len;
+
+    if (p == NULL
+        || !((last - p >= 16 && ngx_strncasecmp(p, (u_char *)
+                                               "application/json", 16) == 0)
+             || ngx_strlcasestrn(p, last, (u_char *) "+json", 5 - 1) != NULL))
+    {
+        return "the answer is not JSON";
+    }
+
+    return NULL;
+}
+
+
+static ngx_int_t
+ngx_http_chathistory_capture_announce(ngx_http_request_t *r,
+    ngx_http_chathistory_capture_ctx_t *ctx)
+{
+    ngx_table_elt_t  *h;
+
+    ngx_http_chathistory_uuid_v7(&ctx->message_id);
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    h->key = ngx_http_chathistory_message_id_header;
+    h->value.data = ctx->message_id.text;
+    h->value.len = NGX_HTTP_CHATHISTORY_UUID_LEN;
+
+    ctx->capturing = 1;
+
+    return NGX_OK;
+}
+
+
+/* Pass everything on at once; keep a bounded copy on the side. */
+static ngx_int_t
+ngx_http_chathistory_capture_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in)
+{
+    ngx_int_t                            rc;
+    ngx_uint_t                           last;
+    ngx_chain_t                         *cl;
+    ngx_http_chathistory_capture_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_chathistory_capture_module);
+
+    if (ctx == NULL || !ctx->capturing || ctx->finished) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    last = 0;
+
+    for (cl = in; cl; cl = cl->next) {
+        ngx_http_chathistory_capture_copy(r, ctx, cl->buf);
+        last |= cl->buf->last_buf;
+    }
+
+    rc = ngx_http_next_body_filter(r, in);
+
+    if (last && rc != NGX_ERROR) {
+        ctx->finished = 1;
+        ngx_http_chathistory_capture_finish(r, ctx);
+    }
+
+    return rc;
+}
+
+
+static void
+ngx_http_chathistory_capture_copy(ngx_http_request_t *r,
+    ngx_http_chathistory_capture_ctx_t *ctx, ngx_buf_t *b)
+{
+    u_char                               *p;
+    size_t                                n, size;
+    ngx_http_chathistory_capture_conf_t  *conf;
+
+    if (ctx->overflow || ngx_buf_special(b)) {
+        return;
+    }
+
+    if (!ngx_buf_in_memory(b)) {
+        /* the upstream's answer went to a temporary file */
+        ctx->overflow = 1;
+        return;
+    }
+
+    conf = ngx_http_get_module_loc_conf(r, ngx_http_chathistory_capture_module);
+    n = b->last - b->pos;
+
+    if (ctx->len + n > conf->max_size) {
+        ctx->overflow = 1;
+        return;
+    }
+
+    if (ctx->len + n > ctx->size) {
+        size = ngx_min(ngx_max(ctx->size * 2, ctx->len + n), conf->max_size);
+        size = ngx_max(size, 4096);
+
+        p = ngx_pnalloc(r->pool, size);
+        if (p == NULL) {
+            ctx->overflow = 1;
+            return;
+        }
+
+        if (ctx->len) {
+            ngx_memcpy(p, ctx->copy, ctx->len);
+        }
+
+        ctx->copy = p;
+        ctx->size = size;
+    }
+
+    ngx_memcpy(ctx->copy + ctx->len, b->pos, n);
+    ctx->len += n;
+}
+
+
+static void
+ngx_http_chathistory_capture_finish(ngx_http_request_t *r,
+    ngx_http_chathistory_capture_ctx_t *ctx)
+{
+    cJSON  *json;
+
+    if (ctx->overflow) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "chathistory: message %s not recorded: the answer is "
+                      "larger than chathistory_capture_max_size or went to "
+                      "a temporary file", ctx->message_id.text);
+        return;
+    }
+
+    json = cJSON_ParseWithLength((char *) ctx->copy, ctx->len);
+
+    ngx_http_chathistory_capture_record(r, ctx, json);
+
+    cJSON_Delete(json);
+}
+
+
+static void
+ngx_http_chathistory_capture_record(ngx_http_request_t *r,
+    ngx_http_chathistory_capture_ctx_t *ctx, cJSON *json)
+{
+    ngx_http_chathistory_record_t     *rec;
+    ngx_http_chathistory_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_chathistory_module);
+
+    rec = ngx_http_chathistory_record_create(cmcf);
+    if (rec == NULL) {
+        return;
+    }
+
+    rec->id = ctx->message_id;
+    rec->session_id = ctx->session_id;
+
+    if (json == NULL) {
+        ngx_cpystrn((u_char *) rec->reason, (u_char *) "malformed JSON",
+                    sizeof(rec->reason));
+    }
+
+    if (json == NULL
+        || ngx_http_chathistory_record_fields(rec, json) != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "chathistory: message %s not recorded: the upstream's "
+                      "answer has %s", rec->id.text, rec->reason);
+        ngx_http_chathistory_record_free(rec);
+        return;
+    }
+
+    ngx_http_chathistory_record_start(rec);
+}
+
+
+static void *
+ngx_http_chathistory_capture_create_conf(ngx_conf_t *cf)
+{
+    ngx_http_chathistory_capture_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_chathistory_capture_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    conf->capture = NGX_CONF_UNSET;
+    conf->max_size = NGX_CONF_UNSET_SIZE;
+    conf->lookup_timeout = NGX_CONF_UNSET_MSEC;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_chathistory_capture_merge_conf(ngx_conf_t *cf, void *parent,
+    void *child)
+{
+    ngx_http_chathistory_capture_conf_t  *prev = parent;
+    ngx_http_chathistory_capture_conf_t  *conf = child;
+
+    ngx_http_chathistory_main_conf_t  *cmcf;
+
+    ngx_conf_merge_value(conf->capture, prev->capture, 0);
+    ngx_conf_merge_size_value(conf->max_size, prev->max_size,
+                              4 * 1024 * 1024);
+    ngx_conf_merge_msec_value(conf->lookup_timeout, prev->lookup_timeout, 500);
+
+    if (!conf->capture) {
+        return NGX_CONF_OK;
+    }
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_chathistory_module);
+
+    if (cmcf->database_url.len == 0 || cmcf->spool_path.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"chathistory_capture\" requires "
+                           "\"chathistory_database_url\" and "
+                           "\"chathistory_spool_path\" in the http block");
+        return NGX_CONF_ERROR;
+    }
+
+    cmcf->capture_used = 1;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_chathistory_capture_init(ngx_conf_t *cf)
+{
+    ngx_http_handler_pt                *h;
+    ngx_http_core_main_conf_t          *core;
+    ngx_http_chathistory_main_conf_t   *cmcf;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_chathistory_module);
+
+    if (!cmcf->capture_used) {
+        return NGX_OK;
+    }
+
+#if (NGX_THREADS)
+    cmcf->thread_pool = ngx_thread_pool_add(cf, &cmcf->thread_pool_name);
+    if (cmcf->thread_pool == NULL) {
+        return NGX_ERROR;
+    }
+#else
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "\"chathistory_capture\" requires nginx built "
+                       "--with-threads");
+    return NGX_ERROR;
+#endif
+
+    core = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&core->phases[NGX_HTTP_PRECONTENT_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_chathistory_capture_handler;
+
+    ngx_http_next_header_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = ngx_http_chathistory_capture_header_filter;
+
+    ngx_http_next_body_filter = ngx_http_top_body_filter;
+    ngx_http_top_body_filter = ngx_http_chathistory_capture_body_filter;
+
+    return NGX_OK;
+}

@@ -1,0 +1,305 @@
+
+/*
+ * Recording a message: its fields from the upstream's answer, the audio,
+ * the database write with its embedding job, and the spool that keeps
+ * what the database could not take.
+ */
+
+
+#include "ngx_http_chathistory_record.h"
+#include "ngx_http_chathistory_pg.h"
+#include "ngx_http_chathistory_statements.h"
+#include "ngx_http_chathistory_validate.h"
+
+
+static void ngx_http_chathistory_record_cleanup(void *data);
+static const char *ngx_http_chathistory_record_text(
+    ngx_http_chathistory_record_t *rec, cJSON *json, const char *name,
+    const char *alias);
+static const char *ngx_http_chathistory_record_dup(
+    ngx_http_chathistory_record_t *rec, const char *s);
+static const char *ngx_http_chathistory_record_ms(
+    ngx_http_chathistory_record_t *rec, cJSON *json, const char *name);
+static void ngx_http_chathistory_record_stored(
+    ngx_http_chathistory_pg_query_t *q, PGresult *res);
+
+
+ngx_http_chathistory_record_t *
+ngx_http_chathistory_record_create(ngx_http_chathistory_main_conf_t *cmcf)
+{
+    ngx_pool_t                     *pool;
+    ngx_pool_cleanup_t             *cln;
+    ngx_http_chathistory_record_t  *rec;
+
+    pool = ngx_create_pool(4096, ngx_cycle->log);
+    if (pool == NULL) {
+        return NULL;
+    }
+
+    rec = ngx_pcalloc(pool, sizeof(ngx_http_chathistory_record_t));
+    cln = ngx_pool_cleanup_add(pool, 0);
+
+    if (rec == NULL || cln == NULL) {
+        ngx_destroy_pool(pool);
+        return NULL;
+    }
+
+    rec->pool = pool;
+    rec->log = ngx_cycle->log;
+    rec->conf = cmcf;
+    rec->audio_fd = NGX_INVALID_FILE;
+
+    cln->handler = ngx_http_chathistory_record_cleanup;
+    cln->data = rec;
+
+    return rec;
+}
+
+
+static void
+ngx_http_chathistory_record_cleanup(void *data)
+{
+    ngx_http_chathistory_record_t  *rec = data;
+
+    if (rec->audio_fd != NGX_INVALID_FILE) {
+        (void) ngx_close_file(rec->audio_fd);
+    }
+}
+
+
+void
+ngx_http_chathistory_record_free(ngx_http_chathistory_record_t *rec)
+{
+    ngx_destroy_pool(rec->pool);
+}
+
+
+/*
+ * Take the texts, timings and model from the upstream's JSON answer (or a
+ * spooled record, which uses the canonical names). The texts are needed;
+ * timings and model are kept when they make sense.
+ */
+ngx_int_t
+ngx_http_chathistory_record_fields(ngx_http_chathistory_record_t *rec,
+    cJSON *json)
+{
+    cJSON  *timings;
+
+    if (!cJSON_IsObject(json)) {
+        ngx_cpystrn((u_char *) rec->reason, (u_char *) "not a JSON object",
+                    sizeof(rec->reason));
+        return NGX_DECLINED;
+    }
+
+    rec->values[CH_REC_ID] = (char *) rec->id.text;
+    rec->values[CH_REC_SESSION] = (char *) rec->session_id.text;
+
+    rec->values[CH_REC_SOURCE_TEXT] = ngx_http_chathistory_record_text(rec,
+                                        json, "transcript", "source_text");
+    rec->values[CH_REC_TRANSLATED] = ngx_http_chathistory_record_text(rec,
+                                        json, "translation", "translated_text");
+
+    if (rec->values[CH_REC_SOURCE_TEXT] == NULL
+        || rec->values[CH_REC_TRANSLATED] == NULL)
+    {
+        ngx_cpystrn((u_char *) rec->reason,
+                    (u_char *) "no transcript or no translation in it",
+                    sizeof(rec->reason));
+        return NGX_DECLINED;
+    }
+
+    timings = cJSON_GetObjectItemCaseSensitive(json, "timings");
+    if (!cJSON_IsObject(timings)) {
+        timings = json;
+    }
+
+    rec->values[CH_REC_STT_MS] = ngx_http_chathistory_record_ms(rec, timings,
+                                                                "stt_ms");
+    rec->values[CH_REC_TRANSLATE_MS] = ngx_http_chathistory_record_ms(rec,
+                                                     timings, "translate_ms");
+    rec->values[CH_REC_TTS_MS] = ngx_http_chathistory_record_ms(rec, timings,
+                                                                "tts_ms");
+    rec->values[CH_REC_MODEL] = ngx_http_chathistory_record_text(rec, json,
+                                                     "model_used", "model");
+
+    return NGX_OK;
+}
+
+
+/* A string member by either name, valid UTF-8 of reasonable length. */
+static const char *
+ngx_http_chathistory_record_text(ngx_http_chathistory_record_t *rec,
+    cJSON *json, const char *name, const char *alias)
+{
+    cJSON  *item;
+
+    item = cJSON_GetObjectItemCaseSensitive(json, name);
+    if (!cJSON_IsString(item)) {
+        item = cJSON_GetObjectItemCaseSensitive(json, alias);
+    }
+
+    if (!cJSON_IsString(item)
+        || ngx_http_chathistory_text_valid(item->valuestring, 1024 * 1024)
+           != NGX_OK)
+    {
+        return NULL;
+    }
+
+    return ngx_http_chathistory_record_dup(rec, item->valuestring);
+}
+
+
+static const char *
+ngx_http_chathistory_record_dup(ngx_http_chathistory_record_t *rec,
+    const char *s)
+{
+    u_char  *p;
+    size_t   len;
+
+    len = ngx_strlen(s) + 1;
+
+    p = ngx_pnalloc(rec->pool, len);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    ngx_memcpy(p, s, len);
+
+    return (char *) p;
+}
+
+
+/* Milliseconds: a number from 0 to a day, rounded; anything else NULL. */
+static const char *
+ngx_http_chathistory_record_ms(ngx_http_chathistory_record_t *rec,
+    cJSON *json, const char *name)
+{
+    u_char  *p;
+    cJSON   *item;
+
+    item = cJSON_GetObjectItemCaseSensitive(json, name);
+
+    if (!cJSON_IsNumber(item) || !(item->valuedouble >= 0)
+        || item->valuedouble > 86400000)
+    {
+        return NULL;
+    }
+
+    p = ngx_pnalloc(rec->pool, NGX_INT_T_LEN + 1);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    *ngx_sprintf(p, "%ui", (ngx_uint_t) (item->valuedouble + 0.5)) = '\0';
+
+    return (char *) p;
+}
+
+
+/* A spooled record's audio file, already stored, and its duration. */
+ngx_int_t
+ngx_http_chathistory_record_audio_fields(ngx_http_chathistory_record_t *rec,
+    cJSON *json)
+{
+    cJSON  *path, *ms;
+
+    path = cJSON_GetObjectItemCaseSensitive(json, "audio_path");
+    ms = cJSON_GetObjectItemCaseSensitive(json, "audio_ms");
+
+    if (path == NULL && ms == NULL) {
+        return NGX_OK;
+    }
+
+    if (!cJSON_IsString(path) || !cJSON_IsString(ms)
+        || ngx_atoi((u_char *) ms->valuestring, ngx_strlen(ms->valuestring))
+           == NGX_ERROR
+        || ngx_strlen(path->valuestring) != 2 * NGX_HTTP_CHATHISTORY_UUID_LEN
+                                            + sizeof("/.opus") - 1
+        || ngx_strncmp(path->valuestring, rec->session_id.text,
+                       NGX_HTTP_CHATHISTORY_UUID_LEN) != 0
+        || ngx_strncmp(path->valuestring + NGX_HTTP_CHATHISTORY_UUID_LEN + 1,
+                       rec->id.text, NGX_HTTP_CHATHISTORY_UUID_LEN) != 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    rec->values[CH_REC_AUDIO_PATH] = ngx_http_chathistory_record_dup(rec,
+                                                         path->valuestring);
+    rec->values[CH_REC_AUDIO_MS] = ngx_http_chathistory_record_dup(rec,
+                                                         ms->valuestring);
+
+    return (rec->values[CH_REC_AUDIO_PATH] && rec->values[CH_REC_AUDIO_MS])
+           ? NGX_OK : NGX_ERROR;
+}
+
+
+void
+ngx_http_chathistory_record_start(ngx_http_chathistory_record_t *rec)
+{
+    ngx_http_chathistory_record_store(rec);
+}
+
+
+/* One statement writes the message and its embedding job together. */
+void
+ngx_http_chathistory_record_store(ngx_http_chathistory_record_t *rec)
+{
+    ngx_uint_t                        i;
+    ngx_http_chathistory_pg_query_t  *q;
+
+    q = ngx_http_chathistory_pg_query_alloc(rec->pool, rec->log,
+                                        NGX_HTTP_CHATHISTORY_SQL_MESSAGE_RECORD,
+                                        ngx_http_chathistory_record_stored,
+                                        rec);
+    if (q == NULL) {
+        ngx_http_chathistory_spool_write(rec);
+        return;
+    }
+
+    for (i = 0; i < NGX_HTTP_CHATHISTORY_RECORD_FIELDS; i++) {
+        q->values[i] = rec->values[i];
+    }
+
+    q->nparams = NGX_HTTP_CHATHISTORY_RECORD_FIELDS;
+
+    ngx_http_chathistory_pg_query_run(q);
+}
+
+
+static void
+ngx_http_chathistory_record_stored(ngx_http_chathistory_pg_query_t *q,
+    PGresult *res)
+{
+    ngx_http_chathistory_record_t  *rec = q->data;
+
+    if (res == NULL
+        || (PQresultStatus(res) != PGRES_TUPLES_OK
+            && ngx_strncmp(ngx_http_chathistory_pg_sqlstate(res), "08", 2)
+               == 0))
+    {
+        /* the database is away: keep the message until it is back */
+        ngx_http_chathistory_spool_write(rec);
+        return;
+    }
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        ngx_log_error(NGX_LOG_ERR, rec->log, 0,
+                      "chathistory: message %s not recorded: %s",
+                      rec->id.text, PQresultErrorMessage(res));
+        ngx_http_chathistory_spool_done(rec, 0);
+        return;
+    }
+
+    if (ngx_strcmp(PQgetvalue(res, 0, 0), "0") == 0) {
+        ngx_log_error(NGX_LOG_INFO, rec->log, 0,
+                      "chathistory: message %s not recorded: session %s "
+                      "does not exist", rec->id.text, rec->session_id.text);
+        ngx_http_chathistory_spool_done(rec, 1);
+        return;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, rec->log, 0,
+                   "chathistory: message %s recorded", rec->id.text);
+
+    ngx_http_chathistory_spool_done(rec, 1);
+}

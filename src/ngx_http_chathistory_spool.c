@@ -1,0 +1,678 @@
+
+/*
+ * The spool: a directory of records the database could not take, each
+ * written durably to a file of its own, and replayed by whichever worker
+ * process claims it (by renaming it) once the database answers again.
+ * All file work runs in the thread pool.
+ */
+
+
+#include <dirent.h>
+
+#include "ngx_http_chathistory_record.h"
+
+
+#define CH_SPOOL_BATCH       32
+#define CH_SPOOL_MAX_FILE    (4 * 1024 * 1024)
+#define CH_SPOOL_INTERVAL    1000
+#define CH_SPOOL_STALE       60      /* seconds a dead worker's claim lasts */
+
+
+typedef struct {
+    ngx_http_chathistory_record_t  *rec;
+    char                           *dir;
+    char                           *path;
+    char                           *tmp;
+    char                           *data;
+    size_t                          len;
+    ngx_uint_t                      max;
+    int                             err;
+    unsigned                        full:1;
+} ngx_http_chathistory_spool_write_t;
+
+
+typedef struct {
+    char                           *from;
+    char                           *to;      /* NULL: unlink */
+    int                             err;
+    ngx_http_chathistory_record_t  *rec;
+} ngx_http_chathistory_spool_move_t;
+
+
+typedef struct {
+    char                            name[64];
+    char                           *data;
+    size_t                          len;
+} ngx_http_chathistory_spool_item_t;
+
+
+typedef struct {
+    char                                *dir;
+    ngx_pid_t                            pid;
+    ngx_uint_t                           n;
+    ngx_http_chathistory_spool_item_t    items[CH_SPOOL_BATCH];
+} ngx_http_chathistory_spool_scan_t;
+
+
+static char *ngx_http_chathistory_spool_serialize(
+    ngx_http_chathistory_record_t *rec, size_t *len);
+static void ngx_http_chathistory_spool_write_thread(void *data,
+    ngx_log_t *log);
+static void ngx_http_chathistory_spool_written(ngx_event_t *ev);
+static ngx_uint_t ngx_http_chathistory_spool_count(const char *dir);
+static void ngx_http_chathistory_spool_move(ngx_http_chathistory_record_t *rec,
+    const char *to);
+static void ngx_http_chathistory_spool_move_thread(void *data, ngx_log_t *log);
+static void ngx_http_chathistory_spool_moved(ngx_event_t *ev);
+static void ngx_http_chathistory_spool_timer(ngx_event_t *ev);
+static void ngx_http_chathistory_spool_scan_thread(void *data, ngx_log_t *log);
+static ngx_uint_t ngx_http_chathistory_spool_claim(
+    ngx_http_chathistory_spool_scan_t *scan, const char *name);
+static char *ngx_http_chathistory_spool_read(const char *path, size_t *len);
+static void ngx_http_chathistory_spool_scanned(ngx_event_t *ev);
+static void ngx_http_chathistory_spool_replay(
+    ngx_http_chathistory_spool_scan_t *scan,
+    ngx_http_chathistory_spool_item_t *item);
+static ngx_uint_t ngx_http_chathistory_spool_name(const char *name,
+    size_t *uuid_len);
+static char *ngx_http_chathistory_spool_path(ngx_pool_t *pool,
+    ngx_str_t *dir, const char *name, const char *suffix);
+
+
+static ngx_http_chathistory_main_conf_t  *ngx_http_chathistory_spool_conf;
+static ngx_event_t                        ngx_http_chathistory_spool_event;
+static ngx_connection_t                   ngx_http_chathistory_spool_dummy;
+static ngx_thread_task_t                 *ngx_http_chathistory_spool_task;
+static ngx_uint_t                         ngx_http_chathistory_spool_busy;
+
+
+/* Keep a record the database could not take, or give a claim back. */
+void
+ngx_http_chathistory_spool_write(ngx_http_chathistory_record_t *rec)
+{
+    ngx_thread_task_t                   *task;
+    ngx_http_chathistory_main_conf_t    *cmcf;
+    ngx_http_chathistory_spool_write_t  *w;
+
+    cmcf = rec->conf;
+
+    if (rec->spool_file.len) {
+        /* a replayed record goes back where it came from */
+        ngx_http_chathistory_spool_move(rec,
+            ngx_http_chathistory_spool_path(rec->pool, &cmcf->spool_path,
+                                            (char *) rec->id.text, ".json"));
+        return;
+    }
+
+    task = ngx_thread_task_alloc(rec->pool,
+                                 sizeof(ngx_http_chathistory_spool_write_t));
+    if (task == NULL) {
+        goto lost;
+    }
+
+    w = task->ctx;
+    w->rec = rec;
+    w->max = cmcf->spool_max;
+    w->dir = (char *) cmcf->spool_path.data;
+    w->path = ngx_http_chathistory_spool_path(rec->pool, &cmcf->spool_path,
+                                              (char *) rec->id.text, ".json");
+    w->tmp = ngx_http_chathistory_spool_path(rec->pool, &cmcf->spool_path,
+                                             (char *) rec->id.text, ".tmp");
+    w->data = ngx_http_chathistory_spool_serialize(rec, &w->len);
+
+    if (w->path == NULL || w->tmp == NULL || w->data == NULL) {
+        goto lost;
+    }
+
+    task->handler = ngx_http_chathistory_spool_write_thread;
+    task->event.handler = ngx_http_chathistory_spool_written;
+    task->event.data = w;
+
+    if (ngx_thread_task_post(cmcf->thread_pool, task) == NGX_OK) {
+        return;
+    }
+
+lost:
+
+    ngx_log_error(NGX_LOG_CRIT, rec->log, 0,
+                  "chathistory: message %s lost: cannot spool it",
+                  rec->id.text);
+    ngx_http_chathistory_record_free(rec);
+}
+
+
+/* The record as JSON, with the canonical names of its fields. */
+static char *
+ngx_http_chathistory_spool_serialize(ngx_http_chathistory_record_t *rec,
+    size_t *len)
+{
+    char        *text, *copy;
+    cJSON       *json;
+    ngx_uint_t   i;
+
+    static const char  *names[NGX_HTTP_CHATHISTORY_RECORD_FIELDS] = {
+        "id", "session_id", "source_text", "translated_text", "stt_ms",
+        "translate_ms", "tts_ms", "model_used", "audio_path", "audio_ms"
+    };
+
+    json = cJSON_CreateObject();
+    if (json == NULL) {
+        return NULL;
+    }
+
+    for (i = 0; i < NGX_HTTP_CHATHISTORY_RECORD_FIELDS; i++) {
+        if (rec->values[i] != NULL
+            && cJSON_AddStringToObject(json, names[i], rec->values[i]) == NULL)
+        {
+            cJSON_Delete(json);
+            return NULL;
+        }
+    }
+
+    text = cJSON_PrintUnformatted(json);
+    cJSON_Delete(json);
+
+    if (text == NULL) {
+        return NULL;
+    }
+
+    *len = ngx_strlen(text);
+
+    copy = ngx_pnalloc(rec->pool, *len);
+    if (copy != NULL) {
+        ngx_memcpy(copy, text, *len);
+    }
+
+    cJSON_free(text);
+
+    return copy;
+}
+
+
+/* In a thread: write to a temporary name, sync, rename, sync the dir. */
+static void
+ngx_http_chathistory_spool_write_thread(void *data, ngx_log_t *log)
+{
+    ngx_http_chathistory_spool_write_t  *w = data;
+
+    int      fd;
+    ssize_t  n;
+    size_t   done;
+
+    if (ngx_http_chathistory_spool_count(w->dir) >= w->max) {
+        w->full = 1;
+        return;
+    }
+
+    fd = open(w->tmp, O_WRONLY|O_CREAT|O_TRUNC|O_CLOEXEC, 0600);
+    if (fd == -1) {
+        w->err = errno;
+        return;
+    }
+
+    for (done = 0; done < w->len; done += n) {
+        n = write(fd, w->data + done, w->len - done);
+        if (n <= 0) {
+            w->err = n == 0 ? EIO : errno;
+            break;
+        }
+    }
+
+    if (w->err == 0 && fsync(fd) == -1) {
+        w->err = errno;
+    }
+
+    if (close(fd) == -1 && w->err == 0) {
+        w->err = errno;
+    }
+
+    if (w->err == 0 && rename(w->tmp, w->path) == -1) {
+        w->err = errno;
+    }
+
+    if (w->err != 0) {
+        (void) unlink(w->tmp);
+        return;
+    }
+
+    fd = open(w->dir, O_RDONLY|O_DIRECTORY|O_CLOEXEC);
+    if (fd != -1) {
+        (void) fsync(fd);
+        (void) close(fd);
+    }
+}
+
+
+static void
+ngx_http_chathistory_spool_written(ngx_event_t *ev)
+{
+    ngx_http_chathistory_spool_write_t  *w = ev->data;
+
+    ngx_http_chathistory_record_t  *rec;
+
+    rec = w->rec;
+
+    if (w->full) {
+        ngx_log_error(NGX_LOG_CRIT, rec->log, 0,
+                      "chathistory: message %s lost: the spool \"%s\" holds "
+                      "its maximum of %ui messages", rec->id.text, w->dir,
+                      w->max);
+
+    } else if (w->err) {
+        ngx_log_error(NGX_LOG_CRIT, rec->log, w->err,
+                      "chathistory: message %s lost: writing \"%s\" failed",
+                      rec->id.text, w->path);
+
+    } else {
+        ngx_log_error(NGX_LOG_WARN, rec->log, 0,
+                      "chathistory: message %s spooled until the database "
+                      "is back", rec->id.text);
+    }
+
+    ngx_http_chathistory_record_free(rec);
+}
+
+
+static ngx_uint_t
+ngx_http_chathistory_spool_count(const char *dir)
+{
+    DIR            *d;
+    ngx_uint_t      n;
+    struct dirent  *de;
+
+    d = opendir(dir);
+    if (d == NULL) {
+        return 0;
+    }
+
+    n = 0;
+    while ((de = readdir(d)) != NULL) {
+        n += ngx_http_chathistory_spool_name(de->d_name, NULL);
+    }
+
+    (void) closedir(d);
+
+    return n;
+}
+
+
+/*
+ * A record is through: a replayed one's file goes (or, when the database
+ * rejected it, is kept aside as .rejected for a person to look at).
+ */
+void
+ngx_http_chathistory_spool_done(ngx_http_chathistory_record_t *rec,
+    ngx_uint_t stored)
+{
+    if (rec->spool_file.len == 0) {
+        ngx_http_chathistory_record_free(rec);
+        return;
+    }
+
+    ngx_http_chathistory_spool_move(rec, stored ? NULL
+        : ngx_http_chathistory_spool_path(rec->pool, &rec->conf->spool_path,
+                                          (char *) rec->id.text,
+                                          ".json.rejected"));
+}
+
+
+static void
+ngx_http_chathistory_spool_move(ngx_http_chathistory_record_t *rec,
+    const char *to)
+{
+    ngx_thread_task_t                  *task;
+    ngx_http_chathistory_spool_move_t  *m;
+
+    task = ngx_thread_task_alloc(rec->pool,
+                                 sizeof(ngx_http_chathistory_spool_move_t));
+    if (task == NULL) {
+        ngx_http_chathistory_record_free(rec);
+        return;
+    }
+
+    m = task->ctx;
+    m->rec = rec;
+    m->from = (char *) rec->spool_file.data;
+    m->to = (char *) to;
+
+    task->handler = ngx_http_chathistory_spool_move_thread;
+    task->event.handler = ngx_http_chathistory_spool_moved;
+    task->event.data = m;
+
+    if (ngx_thread_task_post(rec->conf->thread_pool, task) != NGX_OK) {
+        ngx_http_chathistory_record_free(rec);
+    }
+}
+
+
+static void
+ngx_http_chathistory_spool_move_thread(void *data, ngx_log_t *log)
+{
+    ngx_http_chathistory_spool_move_t  *m = data;
+
+    if ((m->to ? rename(m->from, m->to) : unlink(m->from)) == -1) {
+        m->err = errno;
+    }
+}
+
+
+static void
+ngx_http_chathistory_spool_moved(ngx_event_t *ev)
+{
+    ngx_http_chathistory_spool_move_t  *m = ev->data;
+
+    if (m->err) {
+        ngx_log_error(NGX_LOG_CRIT, m->rec->log, m->err,
+                      "chathistory: %s \"%s\" failed",
+                      m->to ? "rename() of" : "unlink() of", m->from);
+    }
+
+    ngx_http_chathistory_record_free(m->rec);
+}
+
+
+/* Every worker process looks at the spool once a second. */
+ngx_int_t
+ngx_http_chathistory_spool_init(ngx_cycle_t *cycle,
+    ngx_http_chathistory_main_conf_t *cmcf)
+{
+    ngx_http_chathistory_spool_scan_t  *scan;
+
+    ngx_http_chathistory_spool_task = ngx_thread_task_alloc(cycle->pool,
+                                 sizeof(ngx_http_chathistory_spool_scan_t));
+    if (ngx_http_chathistory_spool_task == NULL) {
+        return NGX_ERROR;
+    }
+
+    scan = ngx_http_chathistory_spool_task->ctx;
+    scan->dir = (char *) cmcf->spool_path.data;
+
+    ngx_http_chathistory_spool_task->handler =
+                                        ngx_http_chathistory_spool_scan_thread;
+    ngx_http_chathistory_spool_task->event.handler =
+                                        ngx_http_chathistory_spool_scanned;
+    ngx_http_chathistory_spool_task->event.data = scan;
+
+    ngx_http_chathistory_spool_conf = cmcf;
+
+    /* timers log the fd of their event's connection */
+    ngx_http_chathistory_spool_dummy.fd = (ngx_socket_t) -1;
+    ngx_http_chathistory_spool_event.data = &ngx_http_chathistory_spool_dummy;
+    ngx_http_chathistory_spool_event.handler = ngx_http_chathistory_spool_timer;
+    ngx_http_chathistory_spool_event.log = cycle->log;
+    ngx_http_chathistory_spool_event.cancelable = 1;
+
+    ngx_add_timer(&ngx_http_chathistory_spool_event, CH_SPOOL_INTERVAL);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_chathistory_spool_timer(ngx_event_t *ev)
+{
+    ngx_http_chathistory_spool_scan_t  *scan;
+
+    if (ngx_exiting || ngx_terminate || ngx_quit) {
+        return;
+    }
+
+    ngx_add_timer(ev, CH_SPOOL_INTERVAL);
+
+    if (ngx_http_chathistory_spool_busy) {
+        return;
+    }
+
+    scan = ngx_http_chathistory_spool_task->ctx;
+    scan->pid = ngx_pid;
+    scan->n = 0;
+
+    if (ngx_thread_task_post(ngx_http_chathistory_spool_conf->thread_pool,
+                             ngx_http_chathistory_spool_task)
+        == NGX_OK)
+    {
+        ngx_http_chathistory_spool_busy = 1;
+    }
+}
+
+
+/* In a thread: claim and read up to a batch of spooled records. */
+static void
+ngx_http_chathistory_spool_scan_thread(void *data, ngx_log_t *log)
+{
+    ngx_http_chathistory_spool_scan_t  *scan = data;
+
+    DIR            *d;
+    struct dirent  *de;
+
+    d = opendir(scan->dir);
+    if (d == NULL) {
+        return;
+    }
+
+    while (scan->n < CH_SPOOL_BATCH && (de = readdir(d)) != NULL) {
+        (void) ngx_http_chathistory_spool_claim(scan, de->d_name);
+    }
+
+    (void) closedir(d);
+}
+
+
+/*
+ * "<id>.json" is free; "<id>.json.<pid>" is claimed by that process, and
+ * taken over when it is older than a crashed worker's claim may be.
+ */
+static ngx_uint_t
+ngx_http_chathistory_spool_claim(ngx_http_chathistory_spool_scan_t *scan,
+    const char *name)
+{
+    char                                from[PATH_MAX], to[PATH_MAX];
+    size_t                              uuid_len, len = 0;
+    struct stat                         st;
+    ngx_http_chathistory_spool_item_t  *item;
+
+    if (!ngx_http_chathistory_spool_name(name, &uuid_len)) {
+        return 0;
+    }
+
+    (void) snprintf(from, sizeof(from), "%s/%s", scan->dir, name);
+
+    if (name[uuid_len + 5] == '.') {
+        if (stat(from, &st) == -1 || time(NULL) - st.st_mtime < CH_SPOOL_STALE)
+        {
+            return 0;
+        }
+    }
+
+    item = &scan->items[scan->n];
+    (void) snprintf(item->name, sizeof(item->name), "%.*s.json.%d",
+                    (int) uuid_len, name, (int) scan->pid);
+    (void) snprintf(to, sizeof(to), "%s/%s", scan->dir, item->name);
+
+    if (rename(from, to) == -1) {
+        return 0;
+    }
+
+    item->data = ngx_http_chathistory_spool_read(to, &len);
+    item->len = len;
+
+    if (item->data == NULL) {
+        (void) rename(to, from);
+        return 0;
+    }
+
+    scan->n++;
+
+    return 1;
+}
+
+
+static char *
+ngx_http_chathistory_spool_read(const char *path, size_t *len)
+{
+    int          fd;
+    char        *data;
+    ssize_t      n;
+    struct stat  st;
+
+    fd = open(path, O_RDONLY|O_CLOEXEC);
+    if (fd == -1) {
+        return NULL;
+    }
+
+    data = NULL;
+
+    if (fstat(fd, &st) == 0 && st.st_size > 0
+        && st.st_size <= CH_SPOOL_MAX_FILE)
+    {
+        data = malloc(st.st_size);
+    }
+
+    if (data != NULL) {
+        n = read(fd, data, st.st_size);
+
+        if (n != st.st_size) {
+            free(data);
+            data = NULL;
+        }
+
+        *len = n;
+    }
+
+    (void) close(fd);
+
+    return data;
+}
+
+
+static void
+ngx_http_chathistory_spool_scanned(ngx_event_t *ev)
+{
+    ngx_http_chathistory_spool_scan_t  *scan = ev->data;
+
+    ngx_uint_t  i;
+
+    ngx_http_chathistory_spool_busy = 0;
+
+    for (i = 0; i < scan->n; i++) {
+        ngx_http_chathistory_spool_replay(scan, &scan->items[i]);
+        free(scan->items[i].data);
+        scan->items[i].data = NULL;
+    }
+
+    scan->n = 0;
+}
+
+
+/* A claimed record goes to the database again. */
+static void
+ngx_http_chathistory_spool_replay(ngx_http_chathistory_spool_scan_t *scan,
+    ngx_http_chathistory_spool_item_t *item)
+{
+    cJSON                          *json, *id, *session;
+    ngx_http_chathistory_record_t  *rec;
+
+    rec = ngx_http_chathistory_record_create(ngx_http_chathistory_spool_conf);
+    if (rec == NULL) {
+        return;
+    }
+
+    rec->spool_file.data = (u_char *) ngx_http_chathistory_spool_path(
+                                 rec->pool, &rec->conf->spool_path,
+                                 item->name, "");
+    rec->spool_file.len = rec->spool_file.data
+                          ? ngx_strlen(rec->spool_file.data) : 0;
+
+    json = cJSON_ParseWithLength(item->data, item->len);
+    id = cJSON_GetObjectItemCaseSensitive(json, "id");
+    session = cJSON_GetObjectItemCaseSensitive(json, "session_id");
+
+    if (rec->spool_file.len == 0
+        || !cJSON_IsString(id) || !cJSON_IsString(session)
+        || ngx_http_chathistory_uuid_parse(&rec->id, (u_char *) id->valuestring,
+                                       ngx_strlen(id->valuestring)) != NGX_OK
+        || ngx_http_chathistory_uuid_parse(&rec->session_id,
+                                       (u_char *) session->valuestring,
+                                       ngx_strlen(session->valuestring))
+           != NGX_OK
+        || ngx_http_chathistory_record_fields(rec, json) != NGX_OK
+        || ngx_http_chathistory_record_audio_fields(rec, json) != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_ERR, rec->log, 0,
+                      "chathistory: spooled record \"%s\" is damaged, "
+                      "kept aside", item->name);
+        cJSON_Delete(json);
+
+        if (rec->spool_file.len == 0) {
+            ngx_http_chathistory_record_free(rec);
+            return;
+        }
+
+        ngx_http_chathistory_spool_done(rec, 0);
+        return;
+    }
+
+    cJSON_Delete(json);
+
+    ngx_log_error(NGX_LOG_INFO, rec->log, 0,
+                  "chathistory: replaying spooled message %s", rec->id.text);
+
+    ngx_http_chathistory_record_store(rec);
+}
+
+
+/* "<uuid>.json" or "<uuid>.json.<digits>"; *uuid_len gets 36. */
+static ngx_uint_t
+ngx_http_chathistory_spool_name(const char *name, size_t *uuid_len)
+{
+    size_t                       len;
+    const char                  *p;
+    ngx_http_chathistory_uuid_t  id;
+
+    len = NGX_HTTP_CHATHISTORY_UUID_LEN;
+
+    if (ngx_strlen(name) < len + 5
+        || ngx_http_chathistory_uuid_parse(&id, (u_char *) name, len) != NGX_OK
+        || ngx_strncmp(name + len, ".json", 5) != 0)
+    {
+        return 0;
+    }
+
+    p = name + len + 5;
+
+    if (*p == '.') {
+        for (p++; *p >= '0' && *p <= '9'; p++) { /* void */ }
+
+        if (p == name + len + 6) {
+            return 0;
+        }
+    }
+
+    if (*p != '\0') {
+        return 0;
+    }
+
+    if (uuid_len) {
+        *uuid_len = len;
+    }
+
+    return 1;
+}
+
+
+static char *
+ngx_http_chathistory_spool_path(ngx_pool_t *pool, ngx_str_t *dir,
+    const char *name, const char *suffix)
+{
+    u_char  *p;
+
+    p = ngx_pnalloc(pool, dir->len + ngx_strlen(name) + ngx_strlen(suffix)
+                          + 2);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    *ngx_sprintf(p, "%V/%s%s", dir, name, suffix) = '\0';
+
+    return (char *) p;
+}
