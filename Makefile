@@ -15,7 +15,7 @@ PG_LIB     := $(shell $(PG_CONFIG) --libdir)
 MODULE_SO  := $(BUILD)/nginx/objs/ngx_http_chathistory_module.so
 WORKER     := $(BUILD)/chathistory-worker
 
-MODULE_SRC := config ngx_http_chathistory_module.c $(wildcard src/*.c src/*.h src/common/*.c src/common/*.h)
+MODULE_SRC := config ngx_http_chathistory_module.c $(wildcard src/*.c src/*.h src/common/*.c src/common/*.h src/audio/*.c src/audio/*.h)
 WORKER_SRC := $(wildcard src/worker/*.c src/common/*.c)
 WORKER_HDR := $(wildcard src/worker/*.h src/common/*.h)
 

@@ -72,6 +72,11 @@ static void ngx_http_chathistory_capture_finish(ngx_http_request_t *r,
     ngx_http_chathistory_capture_ctx_t *ctx);
 static void ngx_http_chathistory_capture_record(ngx_http_request_t *r,
     ngx_http_chathistory_capture_ctx_t *ctx, cJSON *json);
+static void ngx_http_chathistory_capture_audio(ngx_http_request_t *r,
+    ngx_http_chathistory_capture_ctx_t *ctx,
+    ngx_http_chathistory_record_t *rec);
+static ngx_int_t ngx_http_chathistory_capture_body(ngx_http_request_t *r,
+    ngx_http_chathistory_record_t *rec);
 static void *ngx_http_chathistory_capture_create_conf(ngx_conf_t *cf);
 static char *ngx_http_chathistory_capture_merge_conf(ngx_conf_t *cf,
     void *parent, void *child);
@@ -188,6 +193,10 @@ ngx_http_chathistory_capture_handler(ngx_http_request_t *r)
     }
 
     ngx_http_set_ctx(r, ctx, ngx_http_chathistory_capture_module);
+
+    /* the upstream module would close the body's temporary file as soon
+     * as the answer starts; the audio is read from it afterwards */
+    r->preserve_body = 1;
 
     cln->handler = ngx_http_chathistory_capture_cleanup;
     cln->data = ctx;
@@ -530,7 +539,110 @@ ngx_http_chathistory_capture_record(ngx_http_request_t *r,
         return;
     }
 
+    ngx_http_chathistory_capture_audio(r, ctx, rec);
     ngx_http_chathistory_record_start(rec);
+}
+
+
+/* The request's body goes along when its session keeps audio. */
+static void
+ngx_http_chathistory_capture_audio(ngx_http_request_t *r,
+    ngx_http_chathistory_capture_ctx_t *ctx,
+    ngx_http_chathistory_record_t *rec)
+{
+    const char                       *why;
+    ngx_http_chathistory_loc_conf_t  *clcf;
+
+    if (!ctx->audio_enabled) {
+        return;
+    }
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_chathistory_module);
+
+    if (clcf->audio_storage_path.len == 0) {
+        why = "there is no chathistory_audio_storage_path";
+
+    } else if (r->request_body == NULL || r->request_body->bufs == NULL) {
+        why = "the request has no body (or proxy_request_buffering is off)";
+
+    } else if (ngx_http_chathistory_capture_body(r, rec) != NGX_OK) {
+        why = "its body cannot be kept";
+
+    } else {
+        rec->storage = clcf->audio_storage_path;
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  "chathistory: message %s recorded without audio: %s",
+                  rec->id.text, why);
+}
+
+
+/*
+ * The body outlives the request: memory is copied; nginx's temporary
+ * file, already unlinked, is kept open by a descriptor of our own.
+ */
+static ngx_int_t
+ngx_http_chathistory_capture_body(ngx_http_request_t *r,
+    ngx_http_chathistory_record_t *rec)
+{
+    u_char            *p;
+    size_t             len;
+    ngx_chain_t       *cl;
+    ngx_temp_file_t   *tf;
+    ngx_table_elt_t   *ct;
+
+    ct = r->headers_in.content_type;
+
+    if (ct != NULL) {
+        rec->audio_type.data = ngx_pnalloc(rec->pool, ct->value.len + 1);
+        if (rec->audio_type.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        *ngx_cpymem(rec->audio_type.data, ct->value.data, ct->value.len) = 0;
+        rec->audio_type.len = ct->value.len;
+    }
+
+    tf = r->request_body->temp_file;
+
+    if (tf != NULL) {
+        /* nginx wrote the whole body there once it did not fit */
+        rec->audio_fd = dup(tf->file.fd);
+        if (rec->audio_fd == NGX_INVALID_FILE) {
+            return NGX_ERROR;
+        }
+
+        /* how much was written; file.offset also moves when it is read */
+        rec->audio_offset = 0;
+        rec->audio_len = tf->offset;
+
+        return NGX_OK;
+    }
+
+    len = 0;
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        if (cl->buf->in_file) {
+            return NGX_ERROR;
+        }
+
+        len += cl->buf->last - cl->buf->pos;
+    }
+
+    p = ngx_pnalloc(rec->pool, len ? len : 1);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    rec->audio = p;
+    rec->audio_len = len;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
+    }
+
+    return NGX_OK;
 }
 
 

@@ -236,6 +236,13 @@ ngx_http_chathistory_record_audio_fields(ngx_http_chathistory_record_t *rec,
 void
 ngx_http_chathistory_record_start(ngx_http_chathistory_record_t *rec)
 {
+    if (rec->storage.len
+        && (rec->audio != NULL || rec->audio_fd != NGX_INVALID_FILE))
+    {
+        ngx_http_chathistory_audio_store(rec);
+        return;
+    }
+
     ngx_http_chathistory_record_store(rec);
 }
 
@@ -294,6 +301,7 @@ ngx_http_chathistory_record_stored(ngx_http_chathistory_pg_query_t *q,
         ngx_log_error(NGX_LOG_INFO, rec->log, 0,
                       "chathistory: message %s not recorded: session %s "
                       "does not exist", rec->id.text, rec->session_id.text);
+        ngx_http_chathistory_audio_discard(rec);
         ngx_http_chathistory_spool_done(rec, 1);
         return;
     }

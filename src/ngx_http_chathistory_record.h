@@ -72,10 +72,16 @@ void ngx_http_chathistory_record_start(ngx_http_chathistory_record_t *rec);
 void ngx_http_chathistory_record_store(ngx_http_chathistory_record_t *rec);
 void ngx_http_chathistory_record_free(ngx_http_chathistory_record_t *rec);
 
+/* the audio file, encoded in the thread pool */
+void ngx_http_chathistory_audio_store(ngx_http_chathistory_record_t *rec);
+void ngx_http_chathistory_audio_discard(ngx_http_chathistory_record_t *rec);
+
 /* the spool, replayed by every worker process */
 ngx_int_t ngx_http_chathistory_spool_init(ngx_cycle_t *cycle,
     ngx_http_chathistory_main_conf_t *cmcf);
 void ngx_http_chathistory_spool_write(ngx_http_chathistory_record_t *rec);
+void ngx_http_chathistory_spool_move(ngx_http_chathistory_record_t *rec,
+    const char *from, const char *to);
 void ngx_http_chathistory_spool_done(ngx_http_chathistory_record_t *rec,
     ngx_uint_t stored);
 

@@ -60,8 +60,6 @@ static void ngx_http_chathistory_spool_write_thread(void *data,
     ngx_log_t *log);
 static void ngx_http_chathistory_spool_written(ngx_event_t *ev);
 static ngx_uint_t ngx_http_chathistory_spool_count(const char *dir);
-static void ngx_http_chathistory_spool_move(ngx_http_chathistory_record_t *rec,
-    const char *to);
 static void ngx_http_chathistory_spool_move_thread(void *data, ngx_log_t *log);
 static void ngx_http_chathistory_spool_moved(ngx_event_t *ev);
 static void ngx_http_chathistory_spool_timer(ngx_event_t *ev);
@@ -98,7 +96,7 @@ ngx_http_chathistory_spool_write(ngx_http_chathistory_record_t *rec)
 
     if (rec->spool_file.len) {
         /* a replayed record goes back where it came from */
-        ngx_http_chathistory_spool_move(rec,
+        ngx_http_chathistory_spool_move(rec, (char *) rec->spool_file.data,
             ngx_http_chathistory_spool_path(rec->pool, &cmcf->spool_path,
                                             (char *) rec->id.text, ".json"));
         return;
@@ -309,16 +307,17 @@ ngx_http_chathistory_spool_done(ngx_http_chathistory_record_t *rec,
         return;
     }
 
-    ngx_http_chathistory_spool_move(rec, stored ? NULL
-        : ngx_http_chathistory_spool_path(rec->pool, &rec->conf->spool_path,
+    ngx_http_chathistory_spool_move(rec, (char *) rec->spool_file.data,
+        stored ? NULL : ngx_http_chathistory_spool_path(rec->pool, &rec->conf->spool_path,
                                           (char *) rec->id.text,
                                           ".json.rejected"));
 }
 
 
-static void
+/* In the thread pool: rename a file, or unlink it; then free the record. */
+void
 ngx_http_chathistory_spool_move(ngx_http_chathistory_record_t *rec,
-    const char *to)
+    const char *from, const char *to)
 {
     ngx_thread_task_t                  *task;
     ngx_http_chathistory_spool_move_t  *m;
@@ -332,8 +331,13 @@ ngx_http_chathistory_spool_move(ngx_http_chathistory_record_t *rec,
 
     m = task->ctx;
     m->rec = rec;
-    m->from = (char *) rec->spool_file.data;
+    m->from = (char *) from;
     m->to = (char *) to;
+
+    if (from == NULL) {
+        ngx_http_chathistory_record_free(rec);
+        return;
+    }
 
     task->handler = ngx_http_chathistory_spool_move_thread;
     task->event.handler = ngx_http_chathistory_spool_moved;

@@ -16,13 +16,26 @@ DELETE FROM jobs WHERE payload->>'message_id' IN
 DELETE FROM sessions WHERE id::text LIKE '$S%';
 INSERT INTO sessions (id, org_id, source_lang, target_lang)
     SELECT ('$S' || n)::uuid, id, 'en', 'pt-BR'
-    FROM organizations, unnest(ARRAY['1','2','3','4','5','6','7','8','9','a','b']) n
+    FROM organizations, unnest(ARRAY['1','2','3','4','5','6','7','8','9','a','b',
+                                     'c','d','e','f']) n
     WHERE name = 'default';
+UPDATE sessions SET audio_enabled = true WHERE id::text ~ '^${S}[bcdef]\$';
 SQL
 
 my $spool = tempdir(CLEANUP => 1);
-chmod 0777, $spool;
-$ENV{TEST_NGINX_SPOOL} = $spool;
+my $audio = tempdir(CLEANUP => 1);
+chmod 0777, $spool, $audio;
+my $fixtures = 't/fixtures/audio';
+
+# A request with a binary body, sent as it is.
+sub raw_post {
+    my ($session, $type, $file) = @_;
+    open my $fh, '<:raw', "$fixtures/$file" or die "$file: $!";
+    my $body = do { local $/; <$fh> };
+    return "POST /pipeline/ok?session_id=$S$session HTTP/1.1\r\nHost: localhost\r\n"
+        . "Content-Type: $type\r\nContent-Length: " . length($body)
+        . "\r\nConnection: close\r\n\r\n$body";
+}
 db_control_start();
 
 our $Upstream = <<'_EOC_';
@@ -60,6 +73,7 @@ add_block_preprocessor(sub {
 
     $block->set_value("http_config",
         "chathistory_database_url \"$url\";\n"
+        . "chathistory_audio_storage_path $audio;\n"
         . (defined $block->must_die ? "" : "chathistory_spool_path $spool;\n")
         . ($block->http_config // ''));
 
@@ -106,6 +120,46 @@ is(sql_eventually("SELECT count(*) FROM messages WHERE session_id = '${S}a'", 1,
    "the message of the outage was replayed from the spool");
 opendir my $dir, $spool;
 is_deeply([grep { !/^\./ } readdir $dir], [], "and the spool is empty again");
+
+# The audio of sessions that keep it.
+sub audio_of {
+    my ($session) = @_;
+    sql_eventually("SELECT count(*) FROM messages WHERE session_id = '$S$session'", 1);
+    my ($row) = sql("SELECT id, audio_path, audio_ms FROM messages"
+                    . " WHERE session_id = '$S$session'");
+    return $row ? @$row : ();
+}
+
+for my $case (['b', 'a WAV', 2557], ['c', 'a multipart body', 2557],
+              ['d', 'an Ogg Opus upload', 2557], ['f', 'a body in a temporary file', 2557])
+{
+    my ($session, $what, $ms) = @$case;
+    my ($id, $path, $got_ms) = audio_of($session);
+    is($path, "$S$session/$id.opus", "$what: audio_path is {session_id}/{message_id}.opus");
+    ok(defined $got_ms && abs($got_ms - $ms) <= 40, "$what: audio_ms is the duration")
+        or diag("audio_ms: " . ($got_ms // 'NULL'));
+    my $file = "$audio/" . ($path // 'none');
+    ok(-s $file, "$what: the file is there");
+    SKIP: {
+        skip "opusinfo is not installed", 1 unless -x '/usr/bin/opusinfo';
+        my $info = `opusinfo '$file' 2>&1`;
+        unlike($info, qr/WARNING|ERROR|error/, "$what: opusinfo accepts it");
+    }
+}
+
+{
+    my ($id) = audio_of('d');
+    open my $a, '<:raw', "$audio/$S" . "d/$id.opus";
+    open my $b, '<:raw', "$fixtures/speech.opus";
+    local $/;
+    ok(<$a> eq <$b>, "an Ogg Opus upload is stored as it came");
+}
+
+my ($bad_id, $bad_path) = audio_of('e');
+ok($bad_id && !defined $bad_path || $bad_path eq '',
+   "a broken WAV leaves a message without audio");
+opendir my $adir, $audio;
+is_deeply([sort grep { /\.tmp$/ } readdir $adir], [], "no temporary audio files are left");
 
 __DATA__
 
@@ -305,3 +359,64 @@ GET /p/
 --- must_die
 --- error_log
 "chathistory_capture" requires
+
+
+
+=== TEST 15: a WAV request of a session that keeps audio is stored as Ogg Opus
+--- raw_request eval
+main::raw_post('b', 'audio/wav', 'pcm16-mono-16k.wav')
+--- error_code: 200
+--- response_headers_like
+X-Chathistory-Message-Id: [0-9a-f-]{36}
+--- response_body_like: ^\{"transcript":"good morning"
+--- wait: 0.5
+
+
+
+=== TEST 16: a multipart request's audio part is stored
+--- raw_request eval
+main::raw_post('c', 'multipart/form-data; boundary=audio-fixture-7f3a', 'multipart-one-wav.txt')
+--- error_code: 200
+--- response_headers_like
+X-Chathistory-Message-Id: [0-9a-f-]{36}
+--- wait: 0.5
+
+
+
+=== TEST 17: an Ogg Opus request is stored as it is
+--- raw_request eval
+main::raw_post('d', 'audio/ogg', 'speech.opus')
+--- error_code: 200
+--- wait: 0.5
+
+
+
+=== TEST 18: broken audio: the message is recorded without it
+--- raw_request eval
+main::raw_post('e', 'audio/wav', 'broken-truncated.wav')
+--- error_code: 200
+--- response_headers_like
+X-Chathistory-Message-Id: [0-9a-f-]{36}
+--- wait: 0.5
+--- error_log
+recorded without audio: truncated
+--- no_error_log
+[error]
+
+
+
+=== TEST 19: a body nginx kept in a temporary file is stored too
+--- config
+    location /pipeline/ {
+        chathistory_capture on;
+        client_body_buffer_size 1k;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_SERVER_PORT/upstream/;
+    }
+--- raw_request eval
+main::raw_post('f', 'audio/wav', 'pcm16-mono-16k.wav')
+--- error_code: 200
+--- wait: 0.5
+--- error_log
+a client request body is buffered to a temporary file
+--- no_error_log
+[error]
