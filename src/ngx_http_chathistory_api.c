@@ -68,6 +68,10 @@ static ngx_http_chathistory_route_t  ngx_http_chathistory_routes[] = {
       { { NGX_HTTP_GET|NGX_HTTP_HEAD, ngx_http_chathistory_message_list },
         { 0, NULL } } },
 
+    { "sessions/:s/messages/:m/audio", "GET, HEAD",
+      { { NGX_HTTP_GET|NGX_HTTP_HEAD, ngx_http_chathistory_message_audio },
+        { 0, NULL } } },
+
     { NULL, NULL, { { 0, NULL } } }
 };
 

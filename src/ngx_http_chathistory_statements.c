@@ -152,6 +152,13 @@ static const ngx_http_chathistory_statement_t  ngx_http_chathistory_sql[] = {
     { "chathistory_session_capture",
       "SELECT audio_enabled FROM sessions WHERE id = $1::uuid",
       1 },
+
+    /* $1 message, $2 session, $3 scope: its audio file, if any */
+    { "chathistory_message_audio",
+      "SELECT m.audio_path FROM messages m JOIN sessions s "
+      "ON s.id = m.session_id WHERE m.id = $1::uuid "
+      "AND m.session_id = $2::uuid AND " CH_IN_SCOPE(3),
+      3 },
 };
 
 
