@@ -20,9 +20,7 @@
     CH_RFC3339("s.updated_at") " AS updated_at, "                             \
     CH_RFC3339("s.expires_at") " AS expires_at" extra ") x)"
 
-#define CH_MESSAGE_COUNT                                                      \
-    ", (SELECT count(*) FROM messages m WHERE m.session_id = s.id) "          \
-    "AS message_count"
+#define CH_MESSAGE_COUNT  ", s.message_count"
 
 /* $n is the organization a caller is confined to, NULL for none */
 #define CH_IN_SCOPE(n)                                                        \
@@ -78,7 +76,7 @@ static const ngx_http_chathistory_statement_t  ngx_http_chathistory_sql[] = {
       "now(), now(), now() + make_interval(days => o.retention_days) "
       "FROM organizations o WHERE o.id = COALESCE($2::uuid, "
       "(SELECT id FROM organizations WHERE name = 'default')) "
-      "RETURNING " CH_SESSION_JSON(", 0 AS message_count"),
+      "RETURNING " CH_SESSION_JSON(CH_MESSAGE_COUNT),
       6 },
 
     /* $1 id, $2 scope */
