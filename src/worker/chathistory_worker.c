@@ -18,6 +18,21 @@ static chw_command_t  chw_commands[] = {
     { "migrate", chw_migrate,
       "apply pending migrations (--status: list applied and pending)" },
 
+    { "run", chw_run,
+      "the daemon: do jobs, cleanup, stats (--drain: exit when idle)" },
+
+    { "cleanup", chw_cleanup,
+      "one retention cleanup pass now, for cron (--once)" },
+
+    { "reembed", chw_reembed,
+      "queue embeddings of messages made by another model" },
+
+    { "org", chw_admin_org,
+      "create NAME [--retention-days N] | list | set-retention ORG N|null" },
+
+    { "apikey", chw_admin_apikey,
+      "create --org ORG --name NAME | list [--org ORG] | revoke ID" },
+
     { NULL, NULL, NULL }
 };
 

@@ -11,6 +11,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <signal.h>
 #include <stdio.h>
 
 #include <libpq-fe.h>
@@ -32,6 +33,15 @@
  * that only one process at a time may do; the bytes spell "chathmig".
  */
 #define CHW_LOCK_MIGRATE       INT64_C(0x63686174686d6967)
+/* "chathcln": retention cleanup */
+#define CHW_LOCK_CLEANUP       INT64_C(0x6368617468636c6e)
+
+/* a job or an HTTP call stopped by a second SIGTERM */
+#define CHW_ABORTED            -2
+#define CHW_DECLINED           -3
+
+#define CHW_UUID_LEN           36
+#define CHW_LISTEN_CHANNEL     "chathistory_jobs"
 
 #define CHW_DEFAULT_MIGRATIONS_DIR   "migrations"
 #define CHW_SYSTEM_MIGRATIONS_DIR    "/usr/share/chathistory/migrations"
@@ -52,7 +62,57 @@ typedef struct {
     const char  *embedding_provider;
     const char  *embedding_model;
     const char  *embedding_url;
+    const char  *log_file;
+
+    /* numbers, given as strings and checked by chw_config_parse() */
+    const char  *embedding_max_chars_s;
+    const char  *embedding_timeout_s;
+    const char  *batch_size_s;
+    const char  *job_lease_s;
+    const char  *poll_interval_s;
+    const char  *retry_base_s;
+    const char  *retry_max_s;
+    const char  *cleanup_interval_s;
+    const char  *stats_interval_s;
+    const char  *jobs_keep_days_s;
+    const char  *orphan_age_s;
+
+    double       embedding_max_chars;
+    double       embedding_timeout;     /* seconds */
+    double       batch_size;
+    double       job_lease;             /* seconds */
+    double       poll_interval;         /* seconds */
+    double       retry_base;            /* seconds */
+    double       retry_max;             /* seconds */
+    double       cleanup_interval;      /* seconds, 0: never */
+    double       stats_interval;        /* seconds, 0: never */
+    double       jobs_keep_days;
+    double       orphan_age;            /* seconds */
 } chw_config_t;
+
+
+/* an embedding provider, ready to use: see chathistory_worker_embed.c */
+typedef struct chw_embedder_s  chw_embedder_t;
+
+/* a claimed job */
+typedef struct {
+    long long     id;
+    const char   *kind;
+    const char   *payload;
+    int           attempts;
+    int           max_attempts;
+    int           rc;            /* CHW_OK, CHW_ERROR, CHW_ABORTED */
+    int           outcome;       /* set by chw_jobs_finish() */
+    char          error[256];
+} chw_job_t;
+
+
+typedef enum {
+    CHW_JOB_DONE = 0,
+    CHW_JOB_RETRY,
+    CHW_JOB_FAILED,
+    CHW_JOB_LOST               /* our lease had passed: another has it */
+} chw_job_outcome_e;
 
 
 /* a command: its arguments are what the settings parser left over */
@@ -80,6 +140,58 @@ void chw_pg_log_error(PGconn *conn, PGresult *res, const char *msg,
 
 /* chathistory_worker_migrate.c */
 int chw_migrate(chw_config_t *cf, int argc, char **argv);
+
+int chw_pg_ok(PGconn *conn);
+char *chw_pg_value(PGconn *conn, const char *sql, int nparams,
+    const char *const *params);
+
+/* chathistory_worker_signal.c: flags the handlers set, the loop reads */
+extern volatile sig_atomic_t  chw_stop;        /* SIGTERM, SIGINT */
+extern volatile sig_atomic_t  chw_stop_now;    /* the second one */
+extern volatile sig_atomic_t  chw_reopen;      /* SIGHUP */
+int chw_signals_init(sigset_t *ours, sigset_t *unblocked);
+int chw_log_reopen(chw_config_t *cf);
+
+/* chathistory_worker_jobs.c */
+int chw_jobs_claim(PGconn *conn, const char *me, double lease, int limit,
+    PGresult **res, chw_job_t **jobs);
+int chw_jobs_finish(PGconn *conn, const char *me, chw_config_t *cf,
+    chw_job_t *job);
+int chw_jobs_release(PGconn *conn, const char *me, chw_job_t *jobs, int n);
+int chw_jobs_next(PGconn *conn, double *wait, long long *pending);
+
+/* chathistory_worker_process.c */
+void chw_process_batch(PGconn *conn, chw_config_t *cf, chw_embedder_t *e,
+    chw_job_t *jobs, int n);
+
+/* chathistory_worker_embed.c */
+chw_embedder_t *chw_embed_open(chw_config_t *cf, PGconn *conn);
+void chw_embed_close(chw_embedder_t *e);
+const char *chw_embed_model(chw_embedder_t *e);
+int chw_embed_documents(chw_embedder_t *e, const char **texts, size_t n,
+    float *out, char *err, size_t errlen);
+int chw_embed_dim(chw_embedder_t *e);
+
+/* chathistory_worker_audio.c */
+int chw_uuid_valid(const char *s);
+int chw_audio_remove(const char *root, const char *session_id,
+    long *files);
+
+/* chathistory_worker_retention.c */
+int chw_retention_run(PGconn *conn, chw_config_t *cf);
+int chw_cleanup(chw_config_t *cf, int argc, char **argv);
+
+/* chathistory_worker_run.c */
+int chw_run(chw_config_t *cf, int argc, char **argv);
+double chw_now(void);
+
+/* chathistory_worker_reembed.c */
+int chw_reembed(chw_config_t *cf, int argc, char **argv);
+
+/* chathistory_worker_admin_org.c, chathistory_worker_admin_apikey.c */
+int chw_admin_org(chw_config_t *cf, int argc, char **argv);
+int chw_admin_apikey(chw_config_t *cf, int argc, char **argv);
+PGconn *chw_admin_connect(chw_config_t *cf, const char *command);
 
 /* chathistory_worker.c */
 void chw_usage(FILE *out);

@@ -82,7 +82,9 @@ chw_pg_log_error(PGconn *conn, PGresult *res, const char *msg,
         error = PQerrorMessage(conn);
     }
 
-    chw_log(CHW_LOG_ERROR, msg, key, value, "error", error,
+    /* a NULL key would end the list: a NULL value is skipped instead */
+    chw_log(CHW_LOG_ERROR, msg, key != NULL ? key : "query", value,
+            "error", error,
             "sqlstate", PQresultErrorField(res, PG_DIAG_SQLSTATE),
             "detail", PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL),
             "hint", PQresultErrorField(res, PG_DIAG_MESSAGE_HINT),
@@ -107,4 +109,68 @@ chw_pg_notice(void *arg, const PGresult *res)
             "message", PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY),
             "detail", PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL),
             NULL);
+}
+
+
+/* 1 when the connection is usable, else tries one reset */
+int
+chw_pg_ok(PGconn *conn)
+{
+    if (PQstatus(conn) == CONNECTION_OK) {
+        return 1;
+    }
+
+    chw_log(CHW_LOG_WARN, "lost the PostgreSQL connection, reconnecting",
+            NULL);
+
+    PQreset(conn);
+
+    if (PQstatus(conn) != CONNECTION_OK) {
+        chw_log(CHW_LOG_ERROR, "cannot reconnect to PostgreSQL",
+                "error", PQerrorMessage(conn), NULL);
+        return 0;
+    }
+
+    chw_log(CHW_LOG_INFO, "reconnected to PostgreSQL", NULL);
+
+    return 1;
+}
+
+
+/* the first value of the first row, malloc()ed; NULL on error or no row */
+char *
+chw_pg_value(PGconn *conn, const char *sql, int nparams,
+    const char *const *params)
+{
+    char      *v;
+    PGresult  *res;
+
+    res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        chw_pg_log_error(conn, res, "query failed", "query", sql);
+        PQclear(res);
+        return NULL;
+    }
+
+    v = (PQntuples(res) > 0 && !PQgetisnull(res, 0, 0))
+        ? strdup(PQgetvalue(res, 0, 0)) : NULL;
+
+    PQclear(res);
+
+    return v;
+}
+
+
+/* a connection for a one-shot command; NULL with a message when unset */
+PGconn *
+chw_admin_connect(chw_config_t *cf, const char *command)
+{
+    if (cf->database_url == NULL) {
+        fprintf(stderr, CHW_NAME " %s: database_url is not set "
+                "(--database-url or CHATHISTORY_DATABASE_URL)\n", command);
+        return NULL;
+    }
+
+    return chw_pg_connect(cf);
 }

@@ -1,0 +1,463 @@
+
+/*
+ * The run command, the daemon: claims batches of jobs, waits for NOTIFY on
+ * chathistory_jobs (or the poll interval, or the next job's due time), runs
+ * the retention cleanup on its interval and logs stats. --drain exits once
+ * no job is queued or running.
+ */
+
+
+#define _GNU_SOURCE
+
+#include <errno.h>
+#include <math.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "chathistory_worker.h"
+
+
+typedef struct {
+    chw_config_t     *cf;
+    PGconn           *conn;
+    chw_embedder_t   *embedder;
+    sigset_t          sigours;
+    sigset_t          sigmask;
+    char              me[128];
+    int               drain;
+    double            next_cleanup;
+    double            next_stats;
+    long long         done;
+    long long         retried;
+    long long         failed;
+    long long         lost;
+} chw_run_t;
+
+
+static int chw_run_options(chw_run_t *run, int argc, char **argv);
+static int chw_run_start(chw_run_t *run);
+static int chw_run_probe(chw_run_t *run);
+static int chw_run_loop(chw_run_t *run);
+static int chw_run_batch(chw_run_t *run);
+static void chw_run_count(chw_run_t *run, chw_job_t *jobs, int n);
+static int chw_run_idle(chw_run_t *run);
+static int chw_run_wait(chw_run_t *run, double seconds);
+static void chw_run_timers(chw_run_t *run);
+static void chw_run_stats(chw_run_t *run);
+static void chw_run_stop(chw_run_t *run);
+
+
+int
+chw_run(chw_config_t *cf, int argc, char **argv)
+{
+    int        rc;
+    chw_run_t  run;
+
+    memset(&run, 0, sizeof(chw_run_t));
+    run.cf = cf;
+
+    rc = chw_run_options(&run, argc, argv);
+    if (rc != CHW_EXIT_OK) {
+        return rc;
+    }
+
+    if (chw_log_reopen(cf) != CHW_OK
+        || chw_signals_init(&run.sigours, &run.sigmask) != CHW_OK)
+    {
+        return CHW_EXIT_FAILURE;
+    }
+
+    rc = chw_run_start(&run);
+
+    if (rc == CHW_OK) {
+        rc = chw_run_loop(&run);
+    }
+
+    chw_run_stop(&run);
+
+    return rc == CHW_OK ? CHW_EXIT_OK : CHW_EXIT_FAILURE;
+}
+
+
+static int
+chw_run_options(chw_run_t *run, int argc, char **argv)
+{
+    int  i;
+
+    for (i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--drain") == 0) {
+            run->drain = 1;
+
+        } else {
+            fprintf(stderr, CHW_NAME " run: unknown option \"%s\"\n",
+                    argv[i]);
+            return CHW_EXIT_USAGE;
+        }
+    }
+
+    if (run->cf->database_url == NULL) {
+        fprintf(stderr, CHW_NAME " run: database_url is not set "
+                "(--database-url or CHATHISTORY_DATABASE_URL)\n");
+        return CHW_EXIT_USAGE;
+    }
+
+    return CHW_EXIT_OK;
+}
+
+
+/* connects, LISTENs, opens the embedder and checks its dimension */
+static int
+chw_run_start(chw_run_t *run)
+{
+    char  host[64];
+
+    if (gethostname(host, sizeof(host)) != 0) {
+        strcpy(host, "localhost");
+    }
+
+    host[sizeof(host) - 1] = '\0';
+    snprintf(run->me, sizeof(run->me), "%s:%ld", host, (long) getpid());
+
+    chw_log(CHW_LOG_INFO, "worker starting", "worker", run->me,
+            "version", CHW_VERSION, NULL);
+
+    if (run->cf->job_lease <= run->cf->embedding_timeout) {
+        chw_log(CHW_LOG_WARN, "job_lease should exceed embedding_timeout, "
+                "or slow batches are taken over while still running", NULL);
+    }
+
+    if (run->cf->audio_storage_path == NULL) {
+        chw_log(CHW_LOG_WARN, "audio_storage_path is not set: delete_audio "
+                "jobs and the audio sweep do nothing", NULL);
+    }
+
+    run->conn = chw_pg_connect(run->cf);
+    if (run->conn == NULL) {
+        return CHW_ERROR;
+    }
+
+    if (chw_pg_command(run->conn, "LISTEN " CHW_LISTEN_CHANNEL, 0, NULL)
+        != CHW_OK)
+    {
+        return CHW_ERROR;
+    }
+
+    run->embedder = chw_embed_open(run->cf, run->conn);
+    if (run->embedder == NULL) {
+        return CHW_ERROR;
+    }
+
+    return chw_run_probe(run);
+}
+
+
+/*
+ * Embeds a probe text: a vector of the wrong dimension stops the start-up.
+ * An unreachable server does not: cleanup and audio deletion go on, and
+ * embedding jobs are retried (and their vectors checked) until it answers.
+ */
+static int
+chw_run_probe(chw_run_t *run)
+{
+    int          rc;
+    char         err[256];
+    float       *v;
+    const char  *probe;
+
+    v = malloc((size_t) chw_embed_dim(run->embedder) * sizeof(float));
+    if (v == NULL) {
+        chw_log(CHW_LOG_ERROR, "out of memory", NULL);
+        return CHW_ERROR;
+    }
+
+    probe = "dimension probe";
+
+    rc = chw_embed_documents(run->embedder, &probe, 1, v, err, sizeof(err));
+    free(v);
+
+    if (rc == CHW_OK || rc == CHW_ABORTED) {
+        return rc == CHW_OK ? CHW_OK : CHW_ERROR;
+    }
+
+    if (strstr(err, "dimensions") != NULL) {
+        chw_log(CHW_LOG_ERROR, "the embedding model does not fit "
+                "messages.embedding", "model",
+                chw_embed_model(run->embedder), "error", err, NULL);
+        return CHW_ERROR;
+    }
+
+    chw_log(CHW_LOG_WARN, "embedding server not ready; embedding jobs will "
+            "be retried", "error", err, NULL);
+
+    return CHW_OK;
+}
+
+
+static int
+chw_run_loop(chw_run_t *run)
+{
+    int  n;
+
+    run->next_cleanup = run->cf->cleanup_interval > 0 ? chw_now() : HUGE_VAL;
+    run->next_stats = run->cf->stats_interval > 0
+                      ? chw_now() + run->cf->stats_interval : HUGE_VAL;
+
+    while (!chw_stop) {
+        chw_run_timers(run);
+
+        n = chw_run_batch(run);
+
+        if (n == CHW_ERROR) {
+            if (run->drain) {
+                return CHW_ERROR;
+            }
+
+            if (!chw_pg_ok(run->conn)) {
+                chw_run_wait(run, run->cf->poll_interval);
+                continue;
+            }
+
+            chw_pg_command(run->conn, "LISTEN " CHW_LISTEN_CHANNEL, 0, NULL);
+            chw_run_wait(run, run->cf->poll_interval);
+            continue;
+        }
+
+        if (n < (int) run->cf->batch_size && chw_run_idle(run) != CHW_OK) {
+            break;
+        }
+    }
+
+    chw_run_stats(run);
+
+    return CHW_OK;
+}
+
+
+/* claims and does one batch; the number of jobs, or CHW_ERROR */
+static int
+chw_run_batch(chw_run_t *run)
+{
+    int         i, n;
+    PGresult   *res;
+    chw_job_t  *jobs;
+
+    n = chw_jobs_claim(run->conn, run->me, run->cf->job_lease,
+                       (int) run->cf->batch_size, &res, &jobs);
+    if (n <= 0) {
+        PQclear(res);
+        return n;
+    }
+
+    chw_process_batch(run->conn, run->cf, run->embedder, jobs, n);
+
+    for (i = 0; i < n; i++) {
+        if (jobs[i].rc == CHW_ABORTED) {
+            chw_jobs_release(run->conn, run->me, &jobs[i], 1);
+            continue;
+        }
+
+        chw_jobs_finish(run->conn, run->me, run->cf, &jobs[i]);
+    }
+
+    chw_run_count(run, jobs, n);
+
+    free(jobs);
+    PQclear(res);
+
+    return n;
+}
+
+
+static void
+chw_run_count(chw_run_t *run, chw_job_t *jobs, int n)
+{
+    int  i;
+
+    for (i = 0; i < n; i++) {
+        if (jobs[i].rc == CHW_ABORTED) {
+            continue;
+        }
+
+        switch (jobs[i].outcome) {
+        case CHW_JOB_DONE:
+            run->done++;
+            break;
+        case CHW_JOB_RETRY:
+            run->retried++;
+            break;
+        case CHW_JOB_FAILED:
+            run->failed++;
+            break;
+        default:
+            run->lost++;
+        }
+    }
+}
+
+
+/*
+ * Nothing due now: with --drain, exits when the queue is empty; otherwise
+ * waits for a NOTIFY, the next due job, a timer or the poll interval.
+ */
+static int
+chw_run_idle(chw_run_t *run)
+{
+    double     wait, t;
+    long long  pending;
+
+    if (chw_jobs_next(run->conn, &wait, &pending) != CHW_OK) {
+        return chw_run_wait(run, run->cf->poll_interval);
+    }
+
+    if (run->drain && pending == 0) {
+        chw_log(CHW_LOG_INFO, "queue drained", NULL);
+        return CHW_DECLINED;
+    }
+
+    if (wait < 0 || wait > run->cf->poll_interval) {
+        wait = run->cf->poll_interval;
+    }
+
+    t = chw_now();
+
+    if (run->next_cleanup - t < wait) {
+        wait = run->next_cleanup - t;
+    }
+
+    if (run->next_stats - t < wait) {
+        wait = run->next_stats - t;
+    }
+
+    return chw_run_wait(run, wait > 0.005 ? wait : 0.005);
+}
+
+
+/* ppoll() on the connection's socket with the signals let in */
+static int
+chw_run_wait(chw_run_t *run, double seconds)
+{
+    int              n, err;
+    PGnotify        *note;
+    struct pollfd    pfd;
+    struct timespec  ts;
+
+    err = 0;
+    sigprocmask(SIG_BLOCK, &run->sigours, NULL);
+
+    if (chw_stop || chw_reopen) {
+        n = 0;
+
+    } else {
+        pfd.fd = PQsocket(run->conn);
+        pfd.events = POLLIN;
+        ts.tv_sec = (time_t) seconds;
+        ts.tv_nsec = (long) ((seconds - (double) ts.tv_sec) * 1e9);
+
+        n = ppoll(&pfd, pfd.fd >= 0 ? 1 : 0, &ts, &run->sigmask);
+        err = errno;
+    }
+
+    sigprocmask(SIG_SETMASK, &run->sigmask, NULL);
+
+    if (n == -1 && err != EINTR) {
+        chw_log(CHW_LOG_ERROR, "ppoll() failed", "error", strerror(err),
+                NULL);
+        return CHW_ERROR;
+    }
+
+    if (chw_reopen) {
+        chw_reopen = 0;
+        chw_log_reopen(run->cf);
+        chw_log(CHW_LOG_INFO, "log reopened", NULL);
+    }
+
+    if (n > 0 && PQconsumeInput(run->conn) == 1) {
+        while ((note = PQnotifies(run->conn)) != NULL) {
+            PQfreemem(note);
+        }
+    }
+
+    return CHW_OK;
+}
+
+
+static void
+chw_run_timers(chw_run_t *run)
+{
+    double  t;
+
+    t = chw_now();
+
+    if (t >= run->next_cleanup) {
+        chw_retention_run(run->conn, run->cf);
+        run->next_cleanup = chw_now() + run->cf->cleanup_interval;
+    }
+
+    if (t >= run->next_stats) {
+        chw_run_stats(run);
+        run->next_stats = t + run->cf->stats_interval;
+    }
+}
+
+
+/* counters since start, queue depth and the lag of the oldest due job */
+static void
+chw_run_stats(chw_run_t *run)
+{
+    char       done[24], retried[24], failed[24], lost[24];
+    PGresult  *res;
+
+    res = PQexec(run->conn, "SELECT count(*) FILTER (WHERE status = 'queued'),"
+                 " count(*) FILTER (WHERE status = 'running'),"
+                 " coalesce(round(extract(epoch FROM now() - min(run_at) "
+                 "FILTER (WHERE status = 'queued' AND run_at <= now())) "
+                 "* 1000), 0) FROM jobs WHERE status IN ('queued', 'running')");
+
+    snprintf(done, sizeof(done), "%lld", run->done);
+    snprintf(retried, sizeof(retried), "%lld", run->retried);
+    snprintf(failed, sizeof(failed), "%lld", run->failed);
+    snprintf(lost, sizeof(lost), "%lld", run->lost);
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        chw_pg_log_error(run->conn, res, "cannot read the queue", NULL,
+                         NULL);
+        PQclear(res);
+        res = NULL;
+    }
+
+    chw_log(CHW_LOG_INFO, "stats", "worker", run->me, "done", done,
+            "retried", retried, "failed", failed, "lost", lost,
+            "queued", res ? PQgetvalue(res, 0, 0) : NULL,
+            "running", res ? PQgetvalue(res, 0, 1) : NULL,
+            "lag_ms", res ? PQgetvalue(res, 0, 2) : NULL, NULL);
+
+    PQclear(res);
+}
+
+
+static void
+chw_run_stop(chw_run_t *run)
+{
+    chw_embed_close(run->embedder);
+
+    if (run->conn != NULL) {
+        PQfinish(run->conn);
+    }
+
+    chw_log(CHW_LOG_INFO, "worker stopped", "worker", run->me, NULL);
+}
+
+
+/* monotonic seconds */
+double
+chw_now(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return (double) ts.tv_sec + ts.tv_nsec / 1e9;
+}
