@@ -157,6 +157,19 @@ static const ngx_http_chathistory_statement_t  ngx_http_chathistory_sql[] = {
       "ON s.id = m.session_id WHERE m.id = $1::uuid "
       "AND m.session_id = $2::uuid AND " CH_IN_SCOPE(3),
       3 },
+
+    /* $1 the key's SHA-256 as hex: its organization, if it is valid */
+    { "chathistory_apikey_lookup",
+      "SELECT org_id FROM api_keys WHERE key_hash = decode($1::text, 'hex') "
+      "AND revoked_at IS NULL",
+      1 },
+
+    /* $1 the key's SHA-256 as hex: note its use, at most once a minute */
+    { "chathistory_apikey_touch",
+      "UPDATE api_keys SET last_used_at = now() "
+      "WHERE key_hash = decode($1::text, 'hex') AND (last_used_at IS NULL "
+      "OR last_used_at < now() - interval '1 minute')",
+      1 },
 };
 
 
