@@ -301,6 +301,15 @@ ngx_http_chathistory_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_OK;
     }
 
+    /* queries are embedded in process; documents by the worker */
+    if (ngx_strcmp(conf->embedding_provider.data, "hash") != 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "chathistory_embedding_provider \"%V\" is not "
+                           "supported for search queries yet, only \"hash\"",
+                           &conf->embedding_provider);
+        return NGX_CONF_ERROR;
+    }
+
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_chathistory_module);
 
     if (cmcf->database_url.len == 0) {

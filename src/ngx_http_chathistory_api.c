@@ -72,6 +72,15 @@ static ngx_http_chathistory_route_t  ngx_http_chathistory_routes[] = {
       { { NGX_HTTP_GET|NGX_HTTP_HEAD, ngx_http_chathistory_message_audio },
         { 0, NULL } } },
 
+    { "search", "POST",
+      { { NGX_HTTP_POST, ngx_http_chathistory_search },
+        { 0, NULL } } },
+
+    { "settings/retention", "GET, HEAD, PUT",
+      { { NGX_HTTP_GET|NGX_HTTP_HEAD, ngx_http_chathistory_retention_get },
+        { NGX_HTTP_PUT, ngx_http_chathistory_retention_set },
+        { 0, NULL } } },
+
     { NULL, NULL, { { 0, NULL } } }
 };
 
@@ -362,6 +371,7 @@ static ngx_int_t
 ngx_http_chathistory_api_parse_body(ngx_http_request_t *r,
     ngx_http_chathistory_api_ctx_t *ctx)
 {
+    u_char                           *p;
     size_t                            len;
     ngx_str_t                         text;
     ngx_chain_t                      *cl;
@@ -370,28 +380,38 @@ ngx_http_chathistory_api_parse_body(ngx_http_request_t *r,
     clcf = ngx_http_get_module_loc_conf(r, ngx_http_chathistory_module);
 
     len = 0;
-    cl = r->request_body ? r->request_body->bufs : NULL;
 
-    if (cl != NULL && (cl->next != NULL || cl->buf->in_file)) {
-        /* more than the buffer, which holds the limit, could take */
+    for (cl = r->request_body ? r->request_body->bufs : NULL; cl; cl = cl->next)
+    {
+        /* the buffer holds the limit: a body in a file is over it */
+        if (cl->buf->in_file) {
+            len = clcf->api_max_body + 1;
+            break;
+        }
+
+        len += cl->buf->last - cl->buf->pos;
+    }
+
+    if (len > clcf->api_max_body) {
         r->keepalive = 0;
         return ngx_http_chathistory_api_error(r,
                                          NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
                                          "the body is too large");
     }
 
-    if (cl != NULL) {
-        len = cl->buf->last - cl->buf->pos;
+    /* what nginx read with the header and the rest may be two buffers */
+    p = ngx_pnalloc(r->pool, len + 1);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (len > clcf->api_max_body) {
-        return ngx_http_chathistory_api_error(r,
-                                         NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                                         "the body is too large");
-    }
-
-    text.data = len ? cl->buf->pos : (u_char *) "";
+    text.data = p;
     text.len = len;
+
+    for (cl = r->request_body ? r->request_body->bufs : NULL; cl; cl = cl->next)
+    {
+        p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
+    }
 
     ctx->body = ngx_http_chathistory_json_parse(r, &text);
 

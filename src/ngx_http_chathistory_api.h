@@ -79,6 +79,9 @@ ngx_int_t ngx_http_chathistory_session_update(ngx_http_request_t *r);
 ngx_int_t ngx_http_chathistory_session_delete(ngx_http_request_t *r);
 ngx_int_t ngx_http_chathistory_message_list(ngx_http_request_t *r);
 ngx_int_t ngx_http_chathistory_message_audio(ngx_http_request_t *r);
+ngx_int_t ngx_http_chathistory_search(ngx_http_request_t *r);
+ngx_int_t ngx_http_chathistory_retention_get(ngx_http_request_t *r);
+ngx_int_t ngx_http_chathistory_retention_set(ngx_http_request_t *r);
 
 
 #endif /* _NGX_HTTP_CHATHISTORY_API_H_INCLUDED_ */

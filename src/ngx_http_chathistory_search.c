@@ -1,7 +1,439 @@
 
 /*
- * Semantic, keyword and hybrid search over recorded messages.
+ * Search: the query is embedded in process (the built-in "hash" model),
+ * then one statement ranks the messages semantically (pgvector's cosine
+ * distance over the HNSW index), by keyword (PostgreSQL full text) or by
+ * both (reciprocal rank fusion).
  */
 
 
 #include "ngx_http_chathistory_api.h"
+#include "ngx_http_chathistory_json.h"
+#include "ngx_http_chathistory_statements.h"
+#include "ngx_http_chathistory_validate.h"
+#include "chathistory_hash_embed.h"
+
+
+#define CH_SEARCH_QUERY_MAX  2000
+#define CH_SEARCH_DEFAULT    10
+#define CH_SEARCH_MAX        100
+
+
+typedef struct {
+    const char  *query;
+    ngx_uint_t   stmt;
+    const char  *org;
+    const char  *session;
+    char        *source_lang;
+    char        *target_lang;
+    const char  *from;
+    const char  *to;
+    char         limit[NGX_INT_T_LEN + 1];
+} ngx_http_chathistory_search_t;
+
+
+static ngx_int_t ngx_http_chathistory_search_read(ngx_http_request_t *r,
+    cJSON *body, ngx_http_chathistory_search_t *s);
+static ngx_int_t ngx_http_chathistory_search_query(ngx_http_request_t *r,
+    cJSON *body, ngx_http_chathistory_search_t *s);
+static ngx_int_t ngx_http_chathistory_search_ids(ngx_http_request_t *r,
+    cJSON *body, ngx_http_chathistory_search_t *s);
+static ngx_int_t ngx_http_chathistory_search_langs(ngx_http_request_t *r,
+    cJSON *body, ngx_http_chathistory_search_t *s);
+static ngx_int_t ngx_http_chathistory_search_times(ngx_http_request_t *r,
+    cJSON *body, ngx_http_chathistory_search_t *s);
+static ngx_int_t ngx_http_chathistory_search_limit(ngx_http_request_t *r,
+    cJSON *body, ngx_http_chathistory_search_t *s);
+static const char *ngx_http_chathistory_search_vector(ngx_http_request_t *r,
+    const char *query);
+static void ngx_http_chathistory_search_done(
+    ngx_http_chathistory_pg_query_t *q, PGresult *res);
+
+
+static const char  *ngx_http_chathistory_search_members[] = {
+    "query", "mode", "org_id", "session_id", "source_lang", "target_lang",
+    "from", "to", "limit", NULL
+};
+
+
+ngx_int_t
+ngx_http_chathistory_search(ngx_http_request_t *r)
+{
+    ngx_int_t                        rc;
+    ngx_str_t                        url;
+    const char                      *params[12], *vector;
+    ngx_http_chathistory_api_ctx_t  *ctx;
+    ngx_http_chathistory_search_t    s;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_chathistory_module);
+
+    rc = ngx_http_chathistory_search_read(r, ctx->body, &s);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (ngx_http_chathistory_api_sessions_url(r, &url) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    vector = NULL;
+
+    if (s.stmt != NGX_HTTP_CHATHISTORY_SQL_SEARCH_KEYWORD) {
+        vector = ngx_http_chathistory_search_vector(r, s.query);
+        if (vector == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    params[0] = vector ? vector : s.query;
+    params[1] = vector ? CHATHISTORY_HASH_MODEL
+                       : (s.source_lang ? s.source_lang : s.target_lang);
+    params[2] = s.org;
+    params[3] = s.session;
+    params[4] = s.source_lang;
+    params[5] = s.target_lang;
+    params[6] = s.from;
+    params[7] = s.to;
+    params[8] = s.limit;
+    params[9] = (char *) url.data;
+    params[10] = s.query;
+    params[11] = s.source_lang ? s.source_lang : s.target_lang;
+
+    return ngx_http_chathistory_api_query(r, s.stmt, params,
+                   s.stmt == NGX_HTTP_CHATHISTORY_SQL_SEARCH_HYBRID ? 12 : 10,
+                   ngx_http_chathistory_search_done);
+}
+
+
+static ngx_int_t
+ngx_http_chathistory_search_read(ngx_http_request_t *r, cJSON *body,
+    ngx_http_chathistory_search_t *s)
+{
+    ngx_int_t  rc;
+
+    ngx_memzero(s, sizeof(ngx_http_chathistory_search_t));
+
+    if (ngx_http_chathistory_api_unknown_member(body,
+                                        ngx_http_chathistory_search_members))
+    {
+        return ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST,
+                                               "the body has an unknown field");
+    }
+
+    rc = ngx_http_chathistory_search_query(r, body, s);
+
+    if (rc == NGX_OK) {
+        rc = ngx_http_chathistory_search_ids(r, body, s);
+    }
+
+    if (rc == NGX_OK) {
+        rc = ngx_http_chathistory_search_langs(r, body, s);
+    }
+
+    if (rc == NGX_OK) {
+        rc = ngx_http_chathistory_search_times(r, body, s);
+    }
+
+    if (rc == NGX_OK) {
+        rc = ngx_http_chathistory_search_limit(r, body, s);
+    }
+
+    return rc;
+}
+
+
+/* The query and the mode. */
+static ngx_int_t
+ngx_http_chathistory_search_query(ngx_http_request_t *r, cJSON *body,
+    ngx_http_chathistory_search_t *s)
+{
+    u_char      *p;
+    cJSON       *query, *mode;
+    const char  *m;
+
+    query = cJSON_GetObjectItemCaseSensitive(body, "query");
+
+    if (!cJSON_IsString(query)) {
+        return ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST,
+                                              "query is required");
+    }
+
+    for (p = (u_char *) query->valuestring; *p == ' ' || *p == '\t'
+                                            || *p == '\n' || *p == '\r'; p++)
+    {
+        /* void */
+    }
+
+    if (*p == '\0'
+        || ngx_http_chathistory_text_valid(query->valuestring,
+                                           CH_SEARCH_QUERY_MAX) != NGX_OK)
+    {
+        return ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST,
+                    "query must be a text of 1 to 2000 bytes");
+    }
+
+    s->query = query->valuestring;
+    s->stmt = NGX_HTTP_CHATHISTORY_SQL_SEARCH_SEMANTIC;
+
+    mode = cJSON_GetObjectItemCaseSensitive(body, "mode");
+
+    if (mode == NULL || cJSON_IsNull(mode)) {
+        return NGX_OK;
+    }
+
+    m = cJSON_IsString(mode) ? mode->valuestring : "";
+
+    if (ngx_strcmp(m, "keyword") == 0) {
+        s->stmt = NGX_HTTP_CHATHISTORY_SQL_SEARCH_KEYWORD;
+
+    } else if (ngx_strcmp(m, "hybrid") == 0) {
+        s->stmt = NGX_HTTP_CHATHISTORY_SQL_SEARCH_HYBRID;
+
+    } else if (ngx_strcmp(m, "semantic") != 0) {
+        return ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST,
+                    "mode must be semantic, keyword or hybrid");
+    }
+
+    return NGX_OK;
+}
+
+
+/* org_id (the caller's own only, on /v1) and session_id. */
+static ngx_int_t
+ngx_http_chathistory_search_ids(ngx_http_request_t *r, cJSON *body,
+    ngx_http_chathistory_search_t *s)
+{
+    cJSON                           *item;
+    ngx_http_chathistory_uuid_t     *org, *session;
+    ngx_http_chathistory_api_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_chathistory_module);
+
+    org = ngx_palloc(r->pool, sizeof(ngx_http_chathistory_uuid_t));
+    session = ngx_palloc(r->pool, sizeof(ngx_http_chathistory_uuid_t));
+    if (org == NULL || session == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    s->org = ctx->scope_org;
+
+    item = cJSON_GetObjectItemCaseSensitive(body, "org_id");
+
+    if (item != NULL && !cJSON_IsNull(item)) {
+        if (!cJSON_IsString(item)
+            || ngx_http_chathistory_uuid_parse(org,
+                   (u_char *) item->valuestring, ngx_strlen(item->valuestring))
+               != NGX_OK)
+        {
+            return ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST,
+                                                  "org_id must be a UUID");
+        }
+
+        if (ctx->scope_org && ngx_strcmp(org->text, ctx->scope_org) != 0) {
+            return ngx_http_chathistory_api_error(r, NGX_HTTP_FORBIDDEN,
+                                 "org_id is not the organization of the key");
+        }
+
+        s->org = (char *) org->text;
+    }
+
+    item = cJSON_GetObjectItemCaseSensitive(body, "session_id");
+
+    if (item != NULL && !cJSON_IsNull(item)) {
+        if (!cJSON_IsString(item)
+            || ngx_http_chathistory_uuid_parse(session,
+                   (u_char *) item->valuestring, ngx_strlen(item->valuestring))
+               != NGX_OK)
+        {
+            return ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST,
+                                                  "session_id must be a UUID");
+        }
+
+        s->session = (char *) session->text;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_chathistory_search_langs(ngx_http_request_t *r, cJSON *body,
+    ngx_http_chathistory_search_t *s)
+{
+    ngx_uint_t   i;
+    cJSON       *item;
+    char       **tag;
+
+    static const char  *names[] = { "source_lang", "target_lang" };
+
+    for (i = 0; i < 2; i++) {
+        tag = i ? &s->target_lang : &s->source_lang;
+        item = cJSON_GetObjectItemCaseSensitive(body, names[i]);
+
+        if (item == NULL || cJSON_IsNull(item)) {
+            continue;
+        }
+
+        if (!cJSON_IsString(item)
+            || ngx_http_chathistory_lang_tag(r->pool, item->valuestring, tag)
+               != NGX_OK)
+        {
+            return ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST,
+                                    i ? "target_lang must be a BCP 47 tag"
+                                      : "source_lang must be a BCP 47 tag");
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* from and to: RFC 3339 times, from not after to. */
+static ngx_int_t
+ngx_http_chathistory_search_times(ngx_http_request_t *r, cJSON *body,
+    ngx_http_chathistory_search_t *s)
+{
+    cJSON       *from, *to;
+    int64_t      f, t;
+
+    from = cJSON_GetObjectItemCaseSensitive(body, "from");
+    to = cJSON_GetObjectItemCaseSensitive(body, "to");
+
+    if ((from && !cJSON_IsNull(from)
+         && (!cJSON_IsString(from)
+             || ngx_http_chathistory_rfc3339(from->valuestring, &f)
+                != NGX_OK))
+        || (to && !cJSON_IsNull(to)
+            && (!cJSON_IsString(to)
+                || ngx_http_chathistory_rfc3339(to->valuestring, &t)
+                   != NGX_OK)))
+    {
+        return ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST,
+                    "from and to must be RFC 3339 times such as "
+                    "\"2026-01-31T12:00:00Z\"");
+    }
+
+    s->from = cJSON_IsString(from) ? from->valuestring : NULL;
+    s->to = cJSON_IsString(to) ? to->valuestring : NULL;
+
+    if (s->from && s->to && f > t) {
+        return ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST,
+                                              "from is after to");
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_chathistory_search_limit(ngx_http_request_t *r, cJSON *body,
+    ngx_http_chathistory_search_t *s)
+{
+    cJSON       *item;
+    ngx_uint_t   n;
+
+    item = cJSON_GetObjectItemCaseSensitive(body, "limit");
+    n = CH_SEARCH_DEFAULT;
+
+    if (item != NULL && !cJSON_IsNull(item)) {
+        if (!cJSON_IsNumber(item) || item->valuedouble != (double) (int)
+                                                          item->valuedouble
+            || item->valuedouble < 1 || item->valuedouble > CH_SEARCH_MAX)
+        {
+            return ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST,
+                                 "limit must be an integer from 1 to 100");
+        }
+
+        n = (ngx_uint_t) item->valuedouble;
+    }
+
+    *ngx_sprintf((u_char *) s->limit, "%ui", n) = '\0';
+
+    return NGX_OK;
+}
+
+
+/* The query's embedding as pgvector's text form, "[x,y,...]". */
+static const char *
+ngx_http_chathistory_search_vector(ngx_http_request_t *r, const char *query)
+{
+    char        *text, *p;
+    float        v[CHATHISTORY_HASH_DIM];
+    size_t       size;
+    ngx_uint_t   i;
+
+    (void) chathistory_hash_embed((const unsigned char *) query,
+                                  ngx_strlen(query), v);
+
+    size = CHATHISTORY_HASH_DIM * 16 + 3;
+
+    text = ngx_pnalloc(r->pool, size);
+    if (text == NULL) {
+        return NULL;
+    }
+
+    p = text;
+    *p++ = '[';
+
+    for (i = 0; i < CHATHISTORY_HASH_DIM; i++) {
+        p += snprintf(p, text + size - p, i ? ",%.7g" : "%.7g", (double) v[i]);
+    }
+
+    *p++ = ']';
+    *p = '\0';
+
+    return text;
+}
+
+
+static void
+ngx_http_chathistory_search_done(ngx_http_chathistory_pg_query_t *q,
+    PGresult *res)
+{
+    size_t               len;
+    ngx_int_t            rc, i, n;
+    ngx_buf_t           *b;
+    ngx_chain_t          out;
+    ngx_http_request_t  *r;
+
+    r = q->request;
+
+    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
+        ngx_http_finalize_request(r,
+                                  ngx_http_chathistory_api_query_failed(q, res));
+        return;
+    }
+
+    n = PQntuples(res);
+    len = sizeof("{\"data\":[]}\n");
+
+    for (i = 0; i < n; i++) {
+        len += PQgetlength(res, i, 0) + 1;
+    }
+
+    b = ngx_create_temp_buf(r->pool, len);
+    if (b == NULL) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    b->last = ngx_cpymem(b->last, "{\"data\":[", sizeof("{\"data\":[") - 1);
+
+    for (i = 0; i < n; i++) {
+        if (i) {
+            *b->last++ = ',';
+        }
+
+        b->last = ngx_cpymem(b->last, PQgetvalue(res, i, 0),
+                             PQgetlength(res, i, 0));
+    }
+
+    b->last = ngx_cpymem(b->last, "]}\n", 3);
+
+    out.buf = b;
+    out.next = NULL;
+
+    rc = ngx_http_chathistory_send_json(r, NGX_HTTP_OK, &out);
+
+    ngx_http_finalize_request(r, rc);
+}

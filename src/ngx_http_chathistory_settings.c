@@ -1,7 +1,214 @@
 
 /*
- * Retention settings of an organization.
+ * Retention settings of an organization: how many days its sessions are
+ * kept, or null for ever.
  */
 
 
 #include "ngx_http_chathistory_api.h"
+#include "ngx_http_chathistory_json.h"
+#include "ngx_http_chathistory_statements.h"
+#include "ngx_http_chathistory_validate.h"
+
+
+static ngx_int_t ngx_http_chathistory_settings_org(ngx_http_request_t *r,
+    cJSON *item, ngx_str_t *arg, const char **org);
+static ngx_int_t ngx_http_chathistory_settings_days(ngx_http_request_t *r,
+    cJSON *body, const char **days);
+static void ngx_http_chathistory_settings_done(
+    ngx_http_chathistory_pg_query_t *q, PGresult *res);
+
+
+static const char  *ngx_http_chathistory_settings_members[] = {
+    "retention_days", "org_id", "apply_to_existing", NULL
+};
+
+
+ngx_int_t
+ngx_http_chathistory_retention_get(ngx_http_request_t *r)
+{
+    ngx_int_t                        rc;
+    ngx_str_t                        arg;
+    const char                      *params[2];
+    ngx_http_chathistory_api_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_chathistory_module);
+
+    rc = ngx_http_chathistory_arg(r, "org_id", &arg);
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rc = ngx_http_chathistory_settings_org(r, NULL, rc == NGX_OK ? &arg : NULL,
+                                           &params[0]);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    params[1] = ctx->scope_org;
+
+    return ngx_http_chathistory_api_query(r,
+                                     NGX_HTTP_CHATHISTORY_SQL_RETENTION_GET,
+                                     params, 2,
+                                     ngx_http_chathistory_settings_done);
+}
+
+
+ngx_int_t
+ngx_http_chathistory_retention_set(ngx_http_request_t *r)
+{
+    cJSON                           *apply;
+    ngx_int_t                        rc;
+    const char                      *params[4];
+    ngx_http_chathistory_api_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_chathistory_module);
+
+    if (ngx_http_chathistory_api_unknown_member(ctx->body,
+                                     ngx_http_chathistory_settings_members))
+    {
+        return ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST,
+                                              "the body has an unknown field");
+    }
+
+    rc = ngx_http_chathistory_settings_org(r,
+                         cJSON_GetObjectItemCaseSensitive(ctx->body, "org_id"),
+                         NULL, &params[0]);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    rc = ngx_http_chathistory_settings_days(r, ctx->body, &params[2]);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    apply = cJSON_GetObjectItemCaseSensitive(ctx->body, "apply_to_existing");
+
+    if (apply != NULL && !cJSON_IsBool(apply)) {
+        return ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST,
+                                    "apply_to_existing must be true or false");
+    }
+
+    params[1] = ctx->scope_org;
+    params[3] = cJSON_IsTrue(apply) ? "true" : "false";
+
+    return ngx_http_chathistory_api_query(r,
+                                     NGX_HTTP_CHATHISTORY_SQL_RETENTION_SET,
+                                     params, 4,
+                                     ngx_http_chathistory_settings_done);
+}
+
+
+/* The organization from the body or the query, else the caller's own. */
+static ngx_int_t
+ngx_http_chathistory_settings_org(ngx_http_request_t *r, cJSON *item,
+    ngx_str_t *arg, const char **org)
+{
+    ngx_int_t                        rc;
+    ngx_http_chathistory_uuid_t     *id;
+    ngx_http_chathistory_api_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_chathistory_module);
+    *org = ctx->scope_org;
+
+    if (arg == NULL && (item == NULL || cJSON_IsNull(item))) {
+        return NGX_OK;
+    }
+
+    id = ngx_palloc(r->pool, sizeof(ngx_http_chathistory_uuid_t));
+    if (id == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (arg != NULL) {
+        rc = ngx_http_chathistory_uuid_parse(id, arg->data, arg->len);
+
+    } else {
+        rc = cJSON_IsString(item)
+             ? ngx_http_chathistory_uuid_parse(id,
+                   (u_char *) item->valuestring, ngx_strlen(item->valuestring))
+             : NGX_ERROR;
+    }
+
+    if (rc != NGX_OK) {
+        return ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST,
+                                              "org_id must be a UUID");
+    }
+
+    if (ctx->scope_org && ngx_strcmp(id->text, ctx->scope_org) != 0) {
+        return ngx_http_chathistory_api_error(r, NGX_HTTP_FORBIDDEN,
+                                 "org_id is not the organization of the key");
+    }
+
+    *org = (char *) id->text;
+
+    return NGX_OK;
+}
+
+
+/* retention_days: 1 to 3650, or null to keep sessions for ever. */
+static ngx_int_t
+ngx_http_chathistory_settings_days(ngx_http_request_t *r, cJSON *body,
+    const char **days)
+{
+    u_char  *p;
+    cJSON   *item;
+
+    item = cJSON_GetObjectItemCaseSensitive(body, "retention_days");
+
+    if (item == NULL) {
+        return ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST,
+                                              "retention_days is required");
+    }
+
+    if (cJSON_IsNull(item)) {
+        *days = NULL;
+        return NGX_OK;
+    }
+
+    if (!cJSON_IsNumber(item) || item->valuedouble < 1
+        || item->valuedouble > 3650
+        || item->valuedouble != (double) (int) item->valuedouble)
+    {
+        return ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST,
+                    "retention_days must be an integer from 1 to 3650, "
+                    "or null");
+    }
+
+    p = ngx_pnalloc(r->pool, NGX_INT_T_LEN + 1);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    *ngx_sprintf(p, "%d", (int) item->valuedouble) = '\0';
+    *days = (char *) p;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_chathistory_settings_done(ngx_http_chathistory_pg_query_t *q,
+    PGresult *res)
+{
+    ngx_int_t            rc;
+    ngx_http_request_t  *r;
+
+    r = q->request;
+
+    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
+        rc = ngx_http_chathistory_api_query_failed(q, res);
+
+    } else if (PQntuples(res) == 0) {
+        rc = ngx_http_chathistory_send_error(r, NGX_HTTP_NOT_FOUND,
+                                             "no such organization");
+
+    } else {
+        rc = ngx_http_chathistory_send_text(r, NGX_HTTP_OK,
+                                            PQgetvalue(res, 0, 0),
+                                            PQgetlength(res, 0, 0));
+    }
+
+    ngx_http_finalize_request(r, rc);
+}

@@ -37,14 +37,14 @@
     "(extract(epoch FROM s.created_at) * 1000000)::bigint, s.id"
 
 
-/* a compact JSON object of a message row "m"; $6 is the API's prefix */
-#define CH_MESSAGE_JSON                                                       \
+/* a compact JSON object of a message row "m"; $p is the API's prefix */
+#define CH_MESSAGE_JSON(p)                                                    \
     "(SELECT row_to_json(x) FROM (SELECT m.id, m.session_id, "                \
     CH_RFC3339("m.created_at") " AS created_at, "                             \
     "m.source_lang, m.target_lang, m.source_text, m.translated_text, "        \
     "m.stt_ms, m.translate_ms, m.tts_ms, m.model_used, "                      \
     "m.audio_path IS NOT NULL AS has_audio, "                                 \
-    "CASE WHEN m.audio_path IS NOT NULL THEN $6::text || m.session_id "       \
+    "CASE WHEN m.audio_path IS NOT NULL THEN $" #p "::text || m.session_id "  \
     "|| '/messages/' || m.id || '/audio' END AS audio_url, "                  \
     "CASE WHEN m.embedding IS NOT NULL THEN 'ready' "                         \
     "WHEN EXISTS (SELECT 1 FROM jobs j WHERE j.kind = 'embed_message' "       \
@@ -55,7 +55,7 @@
  * no row at all when the session does not exist */
 #define CH_MESSAGE_PAGE(cmp, order, start, start_id)                          \
     "SELECT p.json, p.micros, p.id FROM sessions s LEFT JOIN LATERAL ("       \
-    "SELECT " CH_MESSAGE_JSON " AS json, "                                    \
+    "SELECT " CH_MESSAGE_JSON(6) " AS json, "                                 \
     "(extract(epoch FROM m.created_at) * 1000000)::bigint AS micros, m.id "   \
     "FROM messages m WHERE m.session_id = s.id AND (m.created_at, m.id) "     \
     cmp " (CASE WHEN $3::bigint IS NULL THEN '" start "'::timestamptz "       \
@@ -63,6 +63,21 @@
     "COALESCE($4::uuid, '" start_id "')) "                                    \
     "ORDER BY m.created_at " order ", m.id " order " LIMIT $5::integer"       \
     ") p ON true WHERE s.id = $1::uuid AND " CH_IN_SCOPE(2)
+
+
+/* one search hit: the message, its session and the score */
+#define CH_SEARCH_HITS(ranking, prefix)                                       \
+    "SELECT (SELECT row_to_json(x) FROM (SELECT "                             \
+    CH_MESSAGE_JSON(prefix) " AS message, " CH_SESSION_JSON("")               \
+    " AS session, round(r.score::numeric, 6) AS score) x) "                   \
+    "FROM " ranking " r JOIN messages m ON m.id = r.id "                      \
+    "JOIN sessions s ON s.id = m.session_id ORDER BY r.score DESC, m.id"
+
+/* filters shared by the rankings, from $n on: org, session, languages,
+ * time range */
+#define CH_SEARCH_FILTERS(a, b, c, d, e, f)                                   \
+    "$" #a "::uuid, $" #b "::uuid, $" #c "::text, $" #d "::text, "            \
+    "$" #e "::timestamptz, $" #f "::timestamptz"
 
 
 static const ngx_http_chathistory_statement_t  ngx_http_chathistory_sql[] = {
@@ -158,6 +173,54 @@ static const ngx_http_chathistory_statement_t  ngx_http_chathistory_sql[] = {
       "AND m.session_id = $2::uuid AND " CH_IN_SCOPE(3),
       3 },
 
+    /* $1 vector, $2 model, $3-$8 filters, $9 limit, $10 prefix */
+    { "chathistory_search_semantic",
+      CH_SEARCH_HITS("chathistory_search_semantic($1::vector, $2::text, "
+                     CH_SEARCH_FILTERS(3, 4, 5, 6, 7, 8) ", $9::integer)",
+                     10),
+      10 },
+
+    /* $1 query, $2 language, $3-$8 filters, $9 limit, $10 prefix */
+    { "chathistory_search_keyword",
+      CH_SEARCH_HITS("chathistory_search_keyword($1::text, $2::text, "
+                     CH_SEARCH_FILTERS(3, 4, 5, 6, 7, 8) ", $9::integer)",
+                     10),
+      10 },
+
+    /* $1 vector, $2 model, $3-$8 filters, $9 limit, $10 prefix,
+     * $11 query, $12 language */
+    { "chathistory_search_hybrid",
+      CH_SEARCH_HITS("chathistory_search_hybrid($1::vector, $2::text, "
+                     "$11::text, $12::text, "
+                     CH_SEARCH_FILTERS(3, 4, 5, 6, 7, 8) ", $9::integer)",
+                     10),
+      12 },
+
+    /* $1 org or NULL for the default, $2 scope */
+    { "chathistory_retention_get",
+      "SELECT (SELECT row_to_json(x) FROM (SELECT o.id AS org_id, "
+      "o.retention_days) x) FROM organizations o "
+      "WHERE o.id = COALESCE($1::uuid, "
+      "(SELECT id FROM organizations WHERE name = 'default')) "
+      "AND ($2::uuid IS NULL OR o.id = $2::uuid)",
+      2 },
+
+    /* $1 org or NULL, $2 scope, $3 days or NULL, $4 apply to existing */
+    { "chathistory_retention_set",
+      "WITH o AS (UPDATE organizations SET retention_days = $3::integer "
+      "WHERE id = COALESCE($1::uuid, "
+      "(SELECT id FROM organizations WHERE name = 'default')) "
+      "AND ($2::uuid IS NULL OR id = $2::uuid) "
+      "RETURNING id, retention_days), "
+      "s AS (UPDATE sessions SET expires_at = CASE WHEN o.retention_days "
+      "IS NULL THEN NULL ELSE sessions.created_at "
+      "+ make_interval(days => o.retention_days) END "
+      "FROM o WHERE $4::boolean AND sessions.org_id = o.id RETURNING 1) "
+      "SELECT (SELECT row_to_json(x) FROM (SELECT o.id AS org_id, "
+      "o.retention_days, (SELECT count(*) FROM s) AS sessions_updated) x) "
+      "FROM o",
+      4 },
+
     /* $1 the key's SHA-256 as hex: its organization, if it is valid */
     { "chathistory_apikey_lookup",
       "SELECT org_id FROM api_keys WHERE key_hash = decode($1::text, 'hex') "
@@ -178,3 +241,9 @@ ngx_http_chathistory_statement(ngx_uint_t id)
 {
     return &ngx_http_chathistory_sql[id];
 }
+
+
+/* the table and the enumeration must not drift apart */
+typedef char ngx_http_chathistory_sql_complete[
+    sizeof(ngx_http_chathistory_sql) / sizeof(ngx_http_chathistory_sql[0])
+    == NGX_HTTP_CHATHISTORY_SQL_COUNT ? 1 : -1];

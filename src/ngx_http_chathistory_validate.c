@@ -13,6 +13,10 @@ static void ngx_http_chathistory_subtag_case(u_char *tag, size_t len,
     ngx_uint_t index, ngx_uint_t singleton);
 static ngx_uint_t ngx_http_chathistory_all(u_char *s, size_t len,
     int (*is)(int));
+static ngx_int_t ngx_http_chathistory_digits(const char **p, ngx_uint_t n,
+    ngx_int_t *value);
+static int64_t ngx_http_chathistory_days(ngx_int_t y, ngx_int_t m,
+    ngx_int_t d);
 
 
 /*
@@ -236,6 +240,145 @@ ngx_http_chathistory_arg_limit(ngx_http_request_t *r, ngx_uint_t dflt,
     }
 
     *limit = n;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_chathistory_digits(const char **p, ngx_uint_t n, ngx_int_t *value)
+{
+    ngx_uint_t  i;
+
+    *value = 0;
+
+    for (i = 0; i < n; i++) {
+        if ((*p)[i] < '0' || (*p)[i] > '9') {
+            return NGX_ERROR;
+        }
+
+        *value = *value * 10 + ((*p)[i] - '0');
+    }
+
+    *p += n;
+
+    return NGX_OK;
+}
+
+
+/* Days since 1970-01-01 of a proleptic Gregorian date. */
+static int64_t
+ngx_http_chathistory_days(ngx_int_t y, ngx_int_t m, ngx_int_t d)
+{
+    int64_t  era, yoe, doy, doe;
+
+    y -= m <= 2;
+    era = (y >= 0 ? y : y - 399) / 400;
+    yoe = y - era * 400;
+    doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+
+    return era * 146097 + doe - 719468;
+}
+
+
+/*
+ * An RFC 3339 time ("2026-01-31T12:00:00Z", "...12:00:00.250+02:00") or a
+ * date ("2026-01-31", midnight UTC), as microseconds since the epoch.
+ */
+ngx_int_t
+ngx_http_chathistory_rfc3339(const char *s, int64_t *micros)
+{
+    char         sign;
+    int64_t      us;
+    ngx_int_t    y, mo, d, h, mi, sec, oh, om, frac, scale;
+    const char  *p;
+
+    static ngx_int_t  mdays[] = { 31, 29, 31, 30, 31, 30,
+                                  31, 31, 30, 31, 30, 31 };
+
+    p = s;
+    h = mi = sec = 0;
+    us = 0;
+
+    if (ngx_http_chathistory_digits(&p, 4, &y) != NGX_OK || *p++ != '-'
+        || ngx_http_chathistory_digits(&p, 2, &mo) != NGX_OK || *p++ != '-'
+        || ngx_http_chathistory_digits(&p, 2, &d) != NGX_OK
+        || mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1]
+        || (mo == 2 && d == 29 && (y % 4 || (y % 100 == 0 && y % 400))))
+    {
+        return NGX_ERROR;
+    }
+
+    if (*p == '\0') {
+        *micros = ngx_http_chathistory_days(y, mo, d) * 86400 * 1000000;
+        return NGX_OK;
+    }
+
+    if (*p != 'T' && *p != 't' && *p != ' ') {
+        return NGX_ERROR;
+    }
+
+    p++;
+
+    if (ngx_http_chathistory_digits(&p, 2, &h) != NGX_OK || *p++ != ':'
+        || ngx_http_chathistory_digits(&p, 2, &mi) != NGX_OK || *p++ != ':'
+        || ngx_http_chathistory_digits(&p, 2, &sec) != NGX_OK
+        || h > 23 || mi > 59 || sec > 60)
+    {
+        return NGX_ERROR;
+    }
+
+    if (*p == '.') {
+        p++;
+        frac = 0;
+        scale = 1000000;
+
+        if (*p < '0' || *p > '9') {
+            return NGX_ERROR;
+        }
+
+        while (*p >= '0' && *p <= '9') {
+            if (scale > 1) {
+                scale /= 10;
+                frac += (*p - '0') * scale;
+            }
+            p++;
+        }
+
+        us = frac;
+    }
+
+    oh = om = 0;
+
+    if (*p == 'Z' || *p == 'z') {
+        p++;
+
+    } else if (*p == '+' || *p == '-') {
+        sign = *p++;
+
+        if (ngx_http_chathistory_digits(&p, 2, &oh) != NGX_OK || *p++ != ':'
+            || ngx_http_chathistory_digits(&p, 2, &om) != NGX_OK
+            || oh > 23 || om > 59)
+        {
+            return NGX_ERROR;
+        }
+
+        if (sign == '-') {
+            oh = -oh;
+            om = -om;
+        }
+
+    } else {
+        return NGX_ERROR;
+    }
+
+    if (*p != '\0') {
+        return NGX_ERROR;
+    }
+
+    *micros = ((ngx_http_chathistory_days(y, mo, d) * 86400 + h * 3600
+                + mi * 60 + sec - oh * 3600 - om * 60) * 1000000) + us;
 
     return NGX_OK;
 }
