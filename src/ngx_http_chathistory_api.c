@@ -49,6 +49,8 @@ static ngx_int_t ngx_http_chathistory_api_run(ngx_http_request_t *r,
 static ngx_int_t ngx_http_chathistory_api_json_type(ngx_http_request_t *r);
 static ngx_int_t ngx_http_chathistory_api_cursor(ngx_http_request_t *r,
     const char *micros, const char *id, ngx_str_t *out);
+static const char *ngx_http_chathistory_api_strdup(ngx_http_request_t *r,
+    const char *s);
 
 
 static ngx_http_chathistory_route_t  ngx_http_chathistory_routes[] = {
@@ -506,8 +508,16 @@ ngx_http_chathistory_api_query(ngx_http_request_t *r, ngx_uint_t stmt,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    /* copied: a caller's parameters may be gone before the statement is
+     * sent, after a wait for a connection or a prepare */
     for (i = 0; i < nparams; i++) {
-        q->values[i] = params[i];
+        q->values[i] = params[i] ? ngx_http_chathistory_api_strdup(r,
+                                                                 params[i])
+                                 : NULL;
+
+        if (params[i] && q->values[i] == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
     }
 
     q->nparams = (int) nparams;
@@ -755,4 +765,23 @@ ngx_http_chathistory_api_sessions_url(ngx_http_request_t *r, ngx_str_t *url)
     url->len = p - url->data;
 
     return NGX_OK;
+}
+
+
+static const char *
+ngx_http_chathistory_api_strdup(ngx_http_request_t *r, const char *s)
+{
+    u_char  *p;
+    size_t   len;
+
+    len = ngx_strlen(s) + 1;
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    ngx_memcpy(p, s, len);
+
+    return (char *) p;
 }

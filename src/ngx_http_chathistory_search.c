@@ -63,11 +63,17 @@ ngx_http_chathistory_search(ngx_http_request_t *r)
     ngx_str_t                        url;
     const char                      *params[12], *vector;
     ngx_http_chathistory_api_ctx_t  *ctx;
-    ngx_http_chathistory_search_t    s;
+    ngx_http_chathistory_search_t   *s;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_chathistory_module);
 
-    rc = ngx_http_chathistory_search_read(r, ctx->body, &s);
+    /* the parameters live until the statement is sent: not on the stack */
+    s = ngx_palloc(r->pool, sizeof(ngx_http_chathistory_search_t));
+    if (s == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rc = ngx_http_chathistory_search_read(r, ctx->body, s);
     if (rc != NGX_OK) {
         return rc;
     }
@@ -78,29 +84,29 @@ ngx_http_chathistory_search(ngx_http_request_t *r)
 
     vector = NULL;
 
-    if (s.stmt != NGX_HTTP_CHATHISTORY_SQL_SEARCH_KEYWORD) {
-        vector = ngx_http_chathistory_search_vector(r, s.query);
+    if (s->stmt != NGX_HTTP_CHATHISTORY_SQL_SEARCH_KEYWORD) {
+        vector = ngx_http_chathistory_search_vector(r, s->query);
         if (vector == NULL) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
     }
 
-    params[0] = vector ? vector : s.query;
+    params[0] = vector ? vector : s->query;
     params[1] = vector ? CHATHISTORY_HASH_MODEL
-                       : (s.source_lang ? s.source_lang : s.target_lang);
-    params[2] = s.org;
-    params[3] = s.session;
-    params[4] = s.source_lang;
-    params[5] = s.target_lang;
-    params[6] = s.from;
-    params[7] = s.to;
-    params[8] = s.limit;
+                       : (s->source_lang ? s->source_lang : s->target_lang);
+    params[2] = s->org;
+    params[3] = s->session;
+    params[4] = s->source_lang;
+    params[5] = s->target_lang;
+    params[6] = s->from;
+    params[7] = s->to;
+    params[8] = s->limit;
     params[9] = (char *) url.data;
-    params[10] = s.query;
-    params[11] = s.source_lang ? s.source_lang : s.target_lang;
+    params[10] = s->query;
+    params[11] = s->source_lang ? s->source_lang : s->target_lang;
 
-    return ngx_http_chathistory_api_query(r, s.stmt, params,
-                   s.stmt == NGX_HTTP_CHATHISTORY_SQL_SEARCH_HYBRID ? 12 : 10,
+    return ngx_http_chathistory_api_query(r, s->stmt, params,
+                   s->stmt == NGX_HTTP_CHATHISTORY_SQL_SEARCH_HYBRID ? 12 : 10,
                    ngx_http_chathistory_search_done);
 }
 

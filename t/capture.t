@@ -124,7 +124,7 @@ is_deeply([grep { !/^\./ } readdir $dir], [], "and the spool is empty again");
 # The audio of sessions that keep it.
 sub audio_of {
     my ($session) = @_;
-    sql_eventually("SELECT count(*) FROM messages WHERE session_id = '$S$session'", 1);
+    sql_eventually("SELECT count(*) FROM messages WHERE session_id = '$S$session'", 1, 30);
     my ($row) = sql("SELECT id, audio_path, audio_ms FROM messages"
                     . " WHERE session_id = '$S$session'");
     return $row ? @$row : ();
