@@ -93,6 +93,9 @@ _EOC_
 
 run_tests();
 
+# the last block left the database stopped
+system($ENV{TEST_NGINX_PG_START}) == 0 or die "cannot start the database\n";
+
 # What is in the database afterwards.
 my $row = sql_eventually("SELECT count(*) FROM messages WHERE session_id = '${S}1'", 1);
 is($row, 1, "one message recorded for the session");
@@ -420,3 +423,20 @@ main::raw_post('f', 'audio/wav', 'pcm16-mono-16k.wav')
 a client request body is buffered to a temporary file
 --- no_error_log
 [error]
+
+
+
+=== TEST 20: a full spool loses the message, and says so loudly
+--- http_config
+    chathistory_spool_max_messages 0;
+--- init
+system($ENV{TEST_NGINX_PG_STOP}) == 0 or die "cannot stop the database\n";
+--- request
+POST /pipeline/ok?session_id=0190a000-0000-7000-8000-0000000000c9
+--- error_code: 200
+--- response_body_like: ^\{"transcript":"good morning"
+--- wait: 1
+--- error_log
+lost: the spool
+--- no_error_log
+[alert]
