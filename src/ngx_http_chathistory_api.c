@@ -571,6 +571,34 @@ ngx_http_chathistory_api_query_failed(ngx_http_chathistory_pg_query_t *q,
 }
 
 
+/*
+ * Answer with the one JSON row a statement gave, or 404 when it gave
+ * none; then finalize the request.
+ */
+void
+ngx_http_chathistory_api_answer_row(ngx_http_chathistory_pg_query_t *q,
+    PGresult *res, ngx_uint_t status, const char *missing)
+{
+    ngx_int_t            rc;
+    ngx_http_request_t  *r;
+
+    r = q->request;
+
+    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
+        rc = ngx_http_chathistory_api_query_failed(q, res);
+
+    } else if (PQntuples(res) == 0 || PQgetisnull(res, 0, 0)) {
+        rc = ngx_http_chathistory_send_error(r, NGX_HTTP_NOT_FOUND, missing);
+
+    } else {
+        rc = ngx_http_chathistory_send_text(r, status, PQgetvalue(res, 0, 0),
+                                            PQgetlength(res, 0, 0));
+    }
+
+    ngx_http_finalize_request(r, rc);
+}
+
+
 const char *
 ngx_http_chathistory_api_unknown_member(cJSON *body, const char **names)
 {

@@ -67,6 +67,10 @@ ngx_int_t ngx_http_chathistory_api_page(ngx_http_request_t *r, PGresult *res,
 ngx_int_t ngx_http_chathistory_api_sessions_url(ngx_http_request_t *r,
     ngx_str_t *url);
 
+/* answer with a statement's one JSON row, 404 with "missing" if none */
+void ngx_http_chathistory_api_answer_row(ngx_http_chathistory_pg_query_t *q,
+    PGresult *res, ngx_uint_t status, const char *missing);
+
 /* an object body's members must all be among the given names */
 const char *ngx_http_chathistory_api_unknown_member(cJSON *body,
     const char **names);

@@ -192,23 +192,5 @@ static void
 ngx_http_chathistory_settings_done(ngx_http_chathistory_pg_query_t *q,
     PGresult *res)
 {
-    ngx_int_t            rc;
-    ngx_http_request_t  *r;
-
-    r = q->request;
-
-    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
-        rc = ngx_http_chathistory_api_query_failed(q, res);
-
-    } else if (PQntuples(res) == 0) {
-        rc = ngx_http_chathistory_send_error(r, NGX_HTTP_NOT_FOUND,
-                                             "no such organization");
-
-    } else {
-        rc = ngx_http_chathistory_send_text(r, NGX_HTTP_OK,
-                                            PQgetvalue(res, 0, 0),
-                                            PQgetlength(res, 0, 0));
-    }
-
-    ngx_http_finalize_request(r, rc);
+    ngx_http_chathistory_api_answer_row(q, res, NGX_HTTP_OK, "no such organization");
 }
