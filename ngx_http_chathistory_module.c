@@ -88,6 +88,13 @@ static ngx_command_t  ngx_http_chathistory_commands[] = {
       offsetof(ngx_http_chathistory_main_conf_t, query_timeout),
       NULL },
 
+    { ngx_string("chathistory_database_keepalive_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_chathistory_main_conf_t, keepalive_timeout),
+      NULL },
+
     { ngx_string("chathistory_spool_path"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_str_slot,
@@ -217,6 +224,7 @@ ngx_http_chathistory_create_main_conf(ngx_conf_t *cf)
     cmcf->queue_timeout = NGX_CONF_UNSET_MSEC;
     cmcf->connect_timeout = NGX_CONF_UNSET_MSEC;
     cmcf->query_timeout = NGX_CONF_UNSET_MSEC;
+    cmcf->keepalive_timeout = NGX_CONF_UNSET_MSEC;
     cmcf->spool_max = NGX_CONF_UNSET_UINT;
 
     return cmcf;
@@ -233,6 +241,7 @@ ngx_http_chathistory_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(cmcf->queue_timeout, 3000);
     ngx_conf_init_msec_value(cmcf->connect_timeout, 3000);
     ngx_conf_init_msec_value(cmcf->query_timeout, 10000);
+    ngx_conf_init_msec_value(cmcf->keepalive_timeout, 60000);
     ngx_conf_init_uint_value(cmcf->spool_max, 10000);
 
     if (cmcf->thread_pool_name.data == NULL) {

@@ -24,6 +24,7 @@ typedef struct {
     ngx_msec_t                  queue_timeout;
     ngx_msec_t                  connect_timeout;
     ngx_msec_t                  query_timeout;
+    ngx_msec_t                  keepalive_timeout;
 
     /* recording: where messages wait while the database is away */
     ngx_str_t                   spool_path;

@@ -117,6 +117,7 @@ void ngx_http_chathistory_pg_pool_connected(
     ngx_http_chathistory_pg_conn_t *pc);
 void ngx_http_chathistory_pg_pool_released(
     ngx_http_chathistory_pg_conn_t *pc);
+void ngx_http_chathistory_pg_pool_expired(ngx_http_chathistory_pg_conn_t *pc);
 void ngx_http_chathistory_pg_pool_failed(ngx_http_chathistory_pg_conn_t *pc,
     ngx_uint_t connected);
 

@@ -201,15 +201,24 @@ ngx_http_chathistory_pg_read_handler(ngx_event_t *ev)
 
     if (ev->timedout) {
         ev->timedout = 0;
-        if (pc->state == NGX_HTTP_CHATHISTORY_PG_CONNECTING) {
+
+        switch (pc->state) {
+
+        case NGX_HTTP_CHATHISTORY_PG_CONNECTING:
             ngx_http_chathistory_pg_conn_fail(pc, "connect timed out",
                                           NGX_HTTP_CHATHISTORY_PG_UNREACHABLE);
-        } else {
+            return;
+
+        case NGX_HTTP_CHATHISTORY_PG_IDLE:
+            /* unused for a while: give the server its backend back */
+            ngx_http_chathistory_pg_pool_expired(pc);
+            return;
+
+        default:
             ngx_http_chathistory_pg_conn_fail(pc, "query timed out",
                                               NGX_HTTP_CHATHISTORY_PG_TIMEOUT);
+            return;
         }
-
-        return;
     }
 
     switch (pc->state) {
@@ -328,6 +337,7 @@ ngx_http_chathistory_pg_conn_send(ngx_http_chathistory_pg_conn_t *pc,
     pc->reprepared = 0;
     q->conn = pc;
 
+    pc->connection->read->cancelable = 0;
     ngx_add_timer(pc->connection->read, pc->pool->conf->query_timeout);
 
     if (ngx_http_chathistory_pg_conn_dispatch(pc) != NGX_OK) {

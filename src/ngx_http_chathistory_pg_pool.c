@@ -239,6 +239,23 @@ ngx_http_chathistory_pg_pool_released(ngx_http_chathistory_pg_conn_t *pc)
 
     ngx_queue_remove(&pc->queue);
     ngx_queue_insert_head(&pool->idle, &pc->queue);
+
+    /* an idle connection does not hold a quitting worker back */
+    pc->connection->read->cancelable = 1;
+    ngx_add_timer(pc->connection->read, pool->conf->keepalive_timeout);
+}
+
+
+/* An idle connection outlived chathistory_database_keepalive_timeout. */
+void
+ngx_http_chathistory_pg_pool_expired(ngx_http_chathistory_pg_conn_t *pc)
+{
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, pc->pool->log, 0,
+                   "chathistory: closing an idle PostgreSQL connection");
+
+    ngx_queue_remove(&pc->queue);
+    pc->pool->nconns--;
+    ngx_http_chathistory_pg_conn_close(pc);
 }
 
 

@@ -153,3 +153,39 @@ qr/unlock ok/,
 --- no_error_log
 [alert]
 [crit]
+
+
+
+=== TEST 6: idle connections are closed after chathistory_database_keepalive_timeout
+--- http_config
+    chathistory_database_url "$TEST_NGINX_DATABASE_URL";
+    chathistory_database_pool_size 1;
+    chathistory_database_keepalive_timeout 100ms;
+--- config eval: $::Control
+--- request eval
+[
+"GET /api/sessions/$ENV{TEST_NGINX_SESSION}",
+"POST /db/backends\n",
+"GET /api/sessions/$ENV{TEST_NGINX_SESSION}",
+]
+--- error_code eval
+[200, 200, 200]
+--- response_body_like eval
+[qr/"id"/, qr/^backends 0$/, qr/"id"/]
+
+
+
+=== TEST 7: and kept until then
+--- http_config
+    chathistory_database_url "$TEST_NGINX_DATABASE_URL";
+    chathistory_database_pool_size 1;
+--- config eval: $::Control
+--- request eval
+[
+"GET /api/sessions/$ENV{TEST_NGINX_SESSION}",
+"POST /db/backends\n",
+]
+--- error_code eval
+[200, 200]
+--- response_body_like eval
+[qr/"id"/, qr/^backends 1$/]

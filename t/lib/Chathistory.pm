@@ -112,8 +112,10 @@ sub db_control_start {
         read $client, $body, $h{'content-length'} if $h{'content-length'};
 
         my ($cmd) = $line =~ m{^POST /(\w+)};
-        my $ok = eval { db_control($cmd // '', \$locker, $body, \%h); 1 };
-        my ($status, $out) = $ok ? (200, "$cmd ok\n") : (500, "$cmd: $@");
+        my $said;
+        my $ok = eval { $said = db_control($cmd // '', \$locker, $body, \%h); 1 };
+        my ($status, $out) = !$ok ? (500, "$cmd: $@")
+                           : (200, ref $said ? $$said : "$cmd ok\n");
 
         print $client "HTTP/1.1 $status X\r\nContent-Length: "
                       . length($out) . "\r\nConnection: close\r\n\r\n$out";
@@ -145,6 +147,7 @@ unix_socket_dir =
 auth_type = trust
 auth_file = $dir/users.txt
 pool_mode = transaction
+application_name_add_host = 1
 default_pool_size = 1
 logfile = $dir/pgbouncer.log
 pidfile = $dir/pgbouncer.pid
@@ -219,9 +222,16 @@ sub db_control {
             . " WHERE application_name = 'chathistory test lock'");
         waitpid $$locker, 0 if $$locker;
 
+    } elsif ($cmd eq 'backends') {
+        select undef, undef, undef, 0.3;
+        my $n = sql("SELECT count(*) FROM pg_stat_activity"
+                    . " WHERE application_name = 'nginx chathistory'");
+        return \"backends $n\n";
+
     } elsif ($cmd eq 'terminate') {
+        # PgBouncer's server connections carry the name and a host
         sql("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
-            . " WHERE application_name = 'nginx chathistory'");
+            . " WHERE application_name LIKE 'nginx chathistory%'");
 
     } elsif ($cmd eq 'abandon') {
         my $nginx = IO::Socket::INET->new(PeerAddr => "127.0.0.1",
@@ -234,6 +244,8 @@ sub db_control {
     } else {
         die "no such command\n";
     }
+
+    return;
 }
 
 1;
