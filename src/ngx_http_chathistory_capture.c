@@ -77,6 +77,9 @@ static void ngx_http_chathistory_capture_audio(ngx_http_request_t *r,
     ngx_http_chathistory_record_t *rec);
 static ngx_int_t ngx_http_chathistory_capture_body(ngx_http_request_t *r,
     ngx_http_chathistory_record_t *rec);
+static ngx_int_t ngx_http_chathistory_capture_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_chathistory_capture_add_variables(ngx_conf_t *cf);
 static void *ngx_http_chathistory_capture_create_conf(ngx_conf_t *cf);
 static char *ngx_http_chathistory_capture_merge_conf(ngx_conf_t *cf,
     void *parent, void *child);
@@ -111,7 +114,7 @@ static ngx_command_t  ngx_http_chathistory_capture_commands[] = {
 
 
 static ngx_http_module_t  ngx_http_chathistory_capture_module_ctx = {
-    NULL,                                  /* preconfiguration */
+    ngx_http_chathistory_capture_add_variables, /* preconfiguration */
     ngx_http_chathistory_capture_init,     /* postconfiguration */
 
     NULL,                                  /* create main configuration */
@@ -146,6 +149,23 @@ static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
 
 static ngx_str_t  ngx_http_chathistory_message_id_header =
     ngx_string("X-Chathistory-Message-Id");
+
+
+/* for access logs: the session a request named, the message it became */
+static ngx_http_variable_t  ngx_http_chathistory_capture_vars[] = {
+
+    { ngx_string("chathistory_session_id"), NULL,
+      ngx_http_chathistory_capture_variable,
+      offsetof(ngx_http_chathistory_capture_ctx_t, session_id),
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("chathistory_message_id"), NULL,
+      ngx_http_chathistory_capture_variable,
+      offsetof(ngx_http_chathistory_capture_ctx_t, message_id),
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+      ngx_http_null_variable
+};
 
 
 /*
@@ -640,6 +660,50 @@ ngx_http_chathistory_capture_body(ngx_http_request_t *r,
 
     for (cl = r->request_body->bufs; cl; cl = cl->next) {
         p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_chathistory_capture_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_chathistory_uuid_t         *id;
+    ngx_http_chathistory_capture_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_chathistory_capture_module);
+    id = ctx ? (ngx_http_chathistory_uuid_t *) ((u_char *) ctx + data) : NULL;
+
+    if (id == NULL || id->text[0] == '\0') {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->data = id->text;
+    v->len = NGX_HTTP_CHATHISTORY_UUID_LEN;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_chathistory_capture_add_variables(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var, *v;
+
+    for (v = ngx_http_chathistory_capture_vars; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
     }
 
     return NGX_OK;

@@ -16,7 +16,7 @@ DELETE FROM jobs WHERE payload->>'message_id' IN
 DELETE FROM sessions WHERE id::text LIKE '$S%';
 INSERT INTO sessions (id, org_id, source_lang, target_lang)
     SELECT ('$S' || n)::uuid, id, 'en', 'pt-BR'
-    FROM organizations, unnest(ARRAY['1','2','3','4','5','6','7','8','9','a','b',
+    FROM organizations, unnest(ARRAY['0','1','2','3','4','5','6','7','8','9','a','b',
                                      'c','d','e','f']) n
     WHERE name = 'default';
 UPDATE sessions SET audio_enabled = true WHERE id::text ~ '^${S}[bcdef]\$';
@@ -426,7 +426,22 @@ a client request body is buffered to a temporary file
 
 
 
-=== TEST 20: a full spool loses the message, and says so loudly
+=== TEST 20: the session and the message are variables, for access logs
+--- config
+    location /pipeline/ {
+        chathistory_capture on;
+        add_header X-Logged "$chathistory_session_id $chathistory_message_id";
+        proxy_pass http://127.0.0.1:$TEST_NGINX_SERVER_PORT/upstream/;
+    }
+--- request
+POST /pipeline/ok?session_id=0190a000-0000-7000-8000-0000000000c0
+--- error_code: 200
+--- response_headers_like
+X-Logged: 0190a000-0000-7000-8000-0000000000c0 [0-9a-f]{8}-[0-9a-f-]{27}
+
+
+
+=== TEST 21: a full spool loses the message, and says so loudly
 --- http_config
     chathistory_spool_max_messages 0;
 --- init
