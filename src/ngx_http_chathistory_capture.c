@@ -570,10 +570,14 @@ ngx_http_chathistory_capture_audio(ngx_http_request_t *r,
     ngx_http_chathistory_capture_ctx_t *ctx,
     ngx_http_chathistory_record_t *rec)
 {
+    ngx_uint_t                        level;
     const char                       *why;
     ngx_http_chathistory_loc_conf_t  *clcf;
 
-    if (!ctx->audio_enabled) {
+    if (!ctx->audio_enabled
+        || r->request_body == NULL || r->request_body->bufs == NULL)
+    {
+        /* no body, no audio: nothing worth a word */
         return;
     }
 
@@ -581,9 +585,6 @@ ngx_http_chathistory_capture_audio(ngx_http_request_t *r,
 
     if (clcf->audio_storage_path.len == 0) {
         why = "there is no chathistory_audio_storage_path";
-
-    } else if (r->request_body == NULL || r->request_body->bufs == NULL) {
-        why = "the request has no body (or proxy_request_buffering is off)";
 
     } else if (ngx_http_chathistory_capture_body(r, rec) != NGX_OK) {
         why = "its body cannot be kept";
@@ -593,7 +594,10 @@ ngx_http_chathistory_capture_audio(ngx_http_request_t *r,
         return;
     }
 
-    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+    /* when the lookup failed, the session may well keep no audio */
+    level = (ctx->lookup == CH_LOOKUP_FOUND) ? NGX_LOG_WARN : NGX_LOG_INFO;
+
+    ngx_log_error(level, r->connection->log, 0,
                   "chathistory: message %s recorded without audio: %s",
                   rec->id.text, why);
 }

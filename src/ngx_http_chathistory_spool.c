@@ -8,6 +8,7 @@
 
 
 #include <dirent.h>
+#include <sys/time.h>
 
 #include "ngx_http_chathistory_record.h"
 
@@ -497,6 +498,9 @@ ngx_http_chathistory_spool_claim(ngx_http_chathistory_spool_scan_t *scan,
         return 0;
     }
 
+    /* a rename keeps the time; the claim's age counts from now */
+    (void) utimes(to, NULL);
+
     item->data = ngx_http_chathistory_spool_read(to, &len);
     item->len = len;
 
@@ -562,6 +566,15 @@ ngx_http_chathistory_spool_scanned(ngx_event_t *ev)
         ngx_http_chathistory_spool_replay(scan, &scan->items[i]);
         free(scan->items[i].data);
         scan->items[i].data = NULL;
+    }
+
+    /* a full batch means more are waiting: look again soon, not in a
+     * second */
+    if (scan->n == CH_SPOOL_BATCH
+        && ngx_http_chathistory_spool_event.timer_set)
+    {
+        ngx_del_timer(&ngx_http_chathistory_spool_event);
+        ngx_add_timer(&ngx_http_chathistory_spool_event, 10);
     }
 
     scan->n = 0;
