@@ -247,9 +247,12 @@ ngx_http_chathistory_record_start(ngx_http_chathistory_record_t *rec)
 }
 
 
-/* One statement writes the message and its embedding job together. */
+/*
+ * One statement writes the message and its embedding job together: the
+ * way a record goes when its batch could not be written as a whole.
+ */
 void
-ngx_http_chathistory_record_store(ngx_http_chathistory_record_t *rec)
+ngx_http_chathistory_record_store_one(ngx_http_chathistory_record_t *rec)
 {
     ngx_uint_t                        i;
     ngx_http_chathistory_pg_query_t  *q;
@@ -298,16 +301,25 @@ ngx_http_chathistory_record_stored(ngx_http_chathistory_pg_query_t *q,
     }
 
     if (ngx_strcmp(PQgetvalue(res, 0, 0), "0") == 0) {
-        ngx_log_error(NGX_LOG_INFO, rec->log, 0,
-                      "chathistory: message %s not recorded: session %s "
-                      "does not exist", rec->id.text, rec->session_id.text);
-        ngx_http_chathistory_audio_discard(rec);
-        ngx_http_chathistory_spool_done(rec, 1);
+        ngx_http_chathistory_record_missing(rec);
         return;
     }
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, rec->log, 0,
                    "chathistory: message %s recorded", rec->id.text);
 
+    ngx_http_chathistory_spool_done(rec, 1);
+}
+
+
+/* The session went away before its message could be written. */
+void
+ngx_http_chathistory_record_missing(ngx_http_chathistory_record_t *rec)
+{
+    ngx_log_error(NGX_LOG_INFO, rec->log, 0,
+                  "chathistory: message %s not recorded: session %s "
+                  "does not exist", rec->id.text, rec->session_id.text);
+
+    ngx_http_chathistory_audio_discard(rec);
     ngx_http_chathistory_spool_done(rec, 1);
 }

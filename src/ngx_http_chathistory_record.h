@@ -70,6 +70,8 @@ ngx_int_t ngx_http_chathistory_record_audio_fields(
     ngx_http_chathistory_record_t *rec, cJSON *json);
 void ngx_http_chathistory_record_start(ngx_http_chathistory_record_t *rec);
 void ngx_http_chathistory_record_store(ngx_http_chathistory_record_t *rec);
+void ngx_http_chathistory_record_store_one(ngx_http_chathistory_record_t *rec);
+void ngx_http_chathistory_record_missing(ngx_http_chathistory_record_t *rec);
 void ngx_http_chathistory_record_free(ngx_http_chathistory_record_t *rec);
 
 /* the audio file, encoded in the thread pool */

@@ -161,6 +161,35 @@ static const ngx_http_chathistory_statement_t  ngx_http_chathistory_sql[] = {
       "SELECT count(*) FROM s",
       10 },
 
+    /* $1 a JSON array of records (the fields above by name): the same
+     * writes for all of them; answers, in order, whether each session
+     * exists */
+    { "chathistory_message_record_batch",
+      "WITH r AS (SELECT x.ord, (x.e->>'id')::uuid AS id, "
+      "(x.e->>'session_id')::uuid AS session_id, "
+      "x.e->>'source_text' AS source_text, "
+      "x.e->>'translated_text' AS translated_text, "
+      "(x.e->>'stt_ms')::integer AS stt_ms, "
+      "(x.e->>'translate_ms')::integer AS translate_ms, "
+      "(x.e->>'tts_ms')::integer AS tts_ms, "
+      "x.e->>'model_used' AS model_used, x.e->>'audio_path' AS audio_path, "
+      "(x.e->>'audio_ms')::integer AS audio_ms "
+      "FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS x(e, ord)), "
+      "m AS (INSERT INTO messages (id, session_id, org_id, source_lang, "
+      "target_lang, source_text, translated_text, stt_ms, translate_ms, "
+      "tts_ms, model_used, audio_path, audio_ms) "
+      "SELECT r.id, s.id, s.org_id, s.source_lang, s.target_lang, "
+      "r.source_text, r.translated_text, r.stt_ms, r.translate_ms, "
+      "r.tts_ms, r.model_used, r.audio_path, r.audio_ms "
+      "FROM r JOIN sessions s ON s.id = r.session_id ORDER BY r.ord "
+      "ON CONFLICT (id) DO NOTHING RETURNING id), "
+      "j AS (INSERT INTO jobs (kind, payload) "
+      "SELECT 'embed_message', jsonb_build_object('message_id', m.id) "
+      "FROM m) "
+      "SELECT r.ord, s.id IS NOT NULL FROM r "
+      "LEFT JOIN sessions s ON s.id = r.session_id ORDER BY r.ord",
+      1 },
+
     /* $1 session: is it there, and does it keep audio */
     { "chathistory_session_capture",
       "SELECT audio_enabled FROM sessions WHERE id = $1::uuid",

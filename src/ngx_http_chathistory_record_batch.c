@@ -1,0 +1,239 @@
+
+/*
+ * Records are written in batches: what one turn of the event loop
+ * recorded goes to the database in one statement, one batch at a time per
+ * worker process, so that recording takes one connection of the pool
+ * however busy the pipeline is, and leaves the rest to the requests.
+ */
+
+
+#include "ngx_http_chathistory_record.h"
+#include "ngx_http_chathistory_pg.h"
+#include "ngx_http_chathistory_statements.h"
+
+
+#define CH_BATCH_MAX  256
+
+
+typedef struct {
+    ngx_pool_t                     *pool;
+    ngx_uint_t                      n;
+    ngx_http_chathistory_record_t  *recs[CH_BATCH_MAX];
+} ngx_http_chathistory_batch_t;
+
+
+static void ngx_http_chathistory_batch_flush(ngx_event_t *ev);
+static char *ngx_http_chathistory_batch_json(ngx_http_chathistory_batch_t *b);
+static void ngx_http_chathistory_batch_stored(
+    ngx_http_chathistory_pg_query_t *q, PGresult *res);
+static void ngx_http_chathistory_batch_fail(ngx_http_chathistory_batch_t *b,
+    ngx_uint_t one_by_one);
+
+
+static ngx_http_chathistory_record_t  *ngx_http_chathistory_pending[CH_BATCH_MAX];
+static ngx_uint_t                      ngx_http_chathistory_npending;
+static ngx_uint_t                      ngx_http_chathistory_flushing;
+static ngx_event_t                     ngx_http_chathistory_flush_event;
+static ngx_connection_t                ngx_http_chathistory_flush_dummy;
+
+
+void
+ngx_http_chathistory_record_store(ngx_http_chathistory_record_t *rec)
+{
+    ngx_event_t  *ev;
+
+    if (ngx_http_chathistory_npending == CH_BATCH_MAX) {
+        /* the database is far behind: the spool keeps it durably */
+        ngx_http_chathistory_spool_write(rec);
+        return;
+    }
+
+    ngx_http_chathistory_pending[ngx_http_chathistory_npending++] = rec;
+
+    ev = &ngx_http_chathistory_flush_event;
+
+    if (!ngx_http_chathistory_flushing && !ev->posted) {
+        ngx_http_chathistory_flush_dummy.fd = (ngx_socket_t) -1;
+        ev->data = &ngx_http_chathistory_flush_dummy;
+        ev->handler = ngx_http_chathistory_batch_flush;
+        ev->log = rec->log;
+
+        /* after this turn of the loop, with whatever else it recorded */
+        ngx_post_event(ev, &ngx_posted_events);
+    }
+}
+
+
+static void
+ngx_http_chathistory_batch_flush(ngx_event_t *ev)
+{
+    char                             *json;
+    ngx_pool_t                       *pool;
+    ngx_http_chathistory_batch_t     *b;
+    ngx_http_chathistory_pg_query_t  *q;
+
+    if (ngx_http_chathistory_flushing || ngx_http_chathistory_npending == 0) {
+        return;
+    }
+
+    pool = ngx_create_pool(16384, ev->log);
+    if (pool == NULL) {
+        return;
+    }
+
+    b = ngx_palloc(pool, sizeof(ngx_http_chathistory_batch_t));
+    if (b == NULL) {
+        ngx_destroy_pool(pool);
+        return;
+    }
+
+    b->pool = pool;
+    b->n = ngx_http_chathistory_npending;
+    ngx_memcpy(b->recs, ngx_http_chathistory_pending,
+               b->n * sizeof(ngx_http_chathistory_record_t *));
+    ngx_http_chathistory_npending = 0;
+
+    json = ngx_http_chathistory_batch_json(b);
+
+    q = json ? ngx_http_chathistory_pg_query_alloc(pool, ev->log,
+                               NGX_HTTP_CHATHISTORY_SQL_MESSAGE_RECORD_BATCH,
+                               ngx_http_chathistory_batch_stored, b)
+             : NULL;
+
+    if (q == NULL) {
+        ngx_http_chathistory_batch_fail(b, 1);
+        return;
+    }
+
+    q->values[0] = json;
+    q->nparams = 1;
+
+    ngx_http_chathistory_flushing = 1;
+
+    ngx_http_chathistory_pg_query_run(q);
+}
+
+
+/* The batch as a JSON array of records with the canonical field names. */
+static char *
+ngx_http_chathistory_batch_json(ngx_http_chathistory_batch_t *b)
+{
+    char        *text, *copy;
+    cJSON       *array, *item;
+    size_t       len;
+    ngx_uint_t   i, f;
+
+    static const char  *names[NGX_HTTP_CHATHISTORY_RECORD_FIELDS] = {
+        "id", "session_id", "source_text", "translated_text", "stt_ms",
+        "translate_ms", "tts_ms", "model_used", "audio_path", "audio_ms"
+    };
+
+    array = cJSON_CreateArray();
+    if (array == NULL) {
+        return NULL;
+    }
+
+    for (i = 0; i < b->n; i++) {
+        item = cJSON_CreateObject();
+        if (item == NULL || !cJSON_AddItemToArray(array, item)) {
+            cJSON_Delete(item);
+            cJSON_Delete(array);
+            return NULL;
+        }
+
+        for (f = 0; f < NGX_HTTP_CHATHISTORY_RECORD_FIELDS; f++) {
+            if (b->recs[i]->values[f] != NULL
+                && cJSON_AddStringToObject(item, names[f],
+                                           b->recs[i]->values[f]) == NULL)
+            {
+                cJSON_Delete(array);
+                return NULL;
+            }
+        }
+    }
+
+    text = cJSON_PrintUnformatted(array);
+    cJSON_Delete(array);
+
+    if (text == NULL) {
+        return NULL;
+    }
+
+    len = ngx_strlen(text) + 1;
+
+    copy = ngx_pnalloc(b->pool, len);
+    if (copy != NULL) {
+        ngx_memcpy(copy, text, len);
+    }
+
+    cJSON_free(text);
+
+    return copy;
+}
+
+
+/* A row a record, in order: does its session exist. */
+static void
+ngx_http_chathistory_batch_stored(ngx_http_chathistory_pg_query_t *q,
+    PGresult *res)
+{
+    ngx_uint_t                     i;
+    ngx_http_chathistory_batch_t  *b = q->data;
+
+    ngx_http_chathistory_flushing = 0;
+
+    if (res == NULL
+        || (PQresultStatus(res) != PGRES_TUPLES_OK
+            && ngx_strncmp(ngx_http_chathistory_pg_sqlstate(res), "08", 2)
+               == 0))
+    {
+        /* the database is away: the spool keeps them */
+        ngx_http_chathistory_batch_fail(b, 0);
+
+    } else if (PQresultStatus(res) != PGRES_TUPLES_OK
+               || (ngx_uint_t) PQntuples(res) != b->n)
+    {
+        /* one bad record must not take the others along */
+        ngx_log_error(NGX_LOG_ERR, q->log, 0,
+                      "chathistory: a batch of %ui messages failed, writing "
+                      "them one by one: %s", b->n,
+                      res ? PQresultErrorMessage(res) : "");
+        ngx_http_chathistory_batch_fail(b, 1);
+
+    } else {
+        for (i = 0; i < b->n; i++) {
+            if (PQgetvalue(res, i, 1)[0] == 't') {
+                ngx_http_chathistory_spool_done(b->recs[i], 1);
+
+            } else {
+                ngx_http_chathistory_record_missing(b->recs[i]);
+            }
+        }
+
+        ngx_destroy_pool(b->pool);
+    }
+
+    /* what came while this batch was written goes next */
+    if (ngx_http_chathistory_npending) {
+        ngx_http_chathistory_batch_flush(&ngx_http_chathistory_flush_event);
+    }
+}
+
+
+static void
+ngx_http_chathistory_batch_fail(ngx_http_chathistory_batch_t *b,
+    ngx_uint_t one_by_one)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < b->n; i++) {
+        if (one_by_one) {
+            ngx_http_chathistory_record_store_one(b->recs[i]);
+
+        } else {
+            ngx_http_chathistory_spool_write(b->recs[i]);
+        }
+    }
+
+    ngx_destroy_pool(b->pool);
+}
