@@ -22,6 +22,7 @@ typedef struct {
     ngx_flag_t                     capture;
     size_t                         max_size;
     ngx_msec_t                     lookup_timeout;
+    ngx_msec_t                     session_cache;
 } ngx_http_chathistory_capture_conf_t;
 
 
@@ -31,6 +32,15 @@ typedef enum {
     CH_LOOKUP_MISSING,
     CH_LOOKUP_FAILED
 } ngx_http_chathistory_lookup_e;
+
+
+/* what a worker remembers of a session it looked up */
+typedef struct {
+    ngx_http_chathistory_uuid_t    id;
+    ngx_msec_t                     expires;
+    ngx_http_chathistory_lookup_e  lookup;
+    ngx_flag_t                     audio_enabled;
+} ngx_http_chathistory_session_seen_t;
 
 
 typedef struct {
@@ -54,6 +64,10 @@ typedef struct {
 static ngx_int_t ngx_http_chathistory_capture_handler(ngx_http_request_t *r);
 static void ngx_http_chathistory_capture_looked_up(
     ngx_http_chathistory_pg_query_t *q, PGresult *res);
+static ngx_int_t ngx_http_chathistory_capture_recall(ngx_http_request_t *r,
+    ngx_http_chathistory_capture_ctx_t *ctx);
+static void ngx_http_chathistory_capture_remember(ngx_http_request_t *r,
+    ngx_http_chathistory_capture_ctx_t *ctx);
 static void ngx_http_chathistory_capture_lookup_timeout(ngx_event_t *ev);
 static void ngx_http_chathistory_capture_resume(ngx_http_request_t *r,
     ngx_http_chathistory_capture_ctx_t *ctx);
@@ -102,6 +116,13 @@ static ngx_command_t  ngx_http_chathistory_capture_commands[] = {
       offsetof(ngx_http_chathistory_capture_conf_t, lookup_timeout),
       NULL },
 
+    { ngx_string("chathistory_capture_session_cache"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chathistory_capture_conf_t, session_cache),
+      NULL },
+
     { ngx_string("chathistory_capture_max_size"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_size_slot,
@@ -142,6 +163,13 @@ ngx_module_t  ngx_http_chathistory_capture_module = {
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
+
+
+#define CH_SESSIONS_SEEN  1024
+
+/* a conversation's requests name the same session again and again */
+static ngx_http_chathistory_session_seen_t
+    ngx_http_chathistory_sessions_seen[CH_SESSIONS_SEEN];
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
@@ -214,6 +242,11 @@ ngx_http_chathistory_capture_handler(ngx_http_request_t *r)
 
     ngx_http_set_ctx(r, ctx, ngx_http_chathistory_capture_module);
 
+    if (ngx_http_chathistory_capture_recall(r, ctx) == NGX_OK) {
+        r->preserve_body = 1;
+        return NGX_DECLINED;
+    }
+
     /* the upstream module would close the body's temporary file as soon
      * as the answer starts; the audio is read from it afterwards */
     r->preserve_body = 1;
@@ -266,7 +299,59 @@ ngx_http_chathistory_capture_looked_up(ngx_http_chathistory_pg_query_t *q,
         ctx->audio_enabled = (PQgetvalue(res, 0, 0)[0] == 't');
     }
 
+    if (ctx->lookup != CH_LOOKUP_FAILED) {
+        ngx_http_chathistory_capture_remember(q->request, ctx);
+    }
+
     ngx_http_chathistory_capture_resume(q->request, ctx);
+}
+
+
+/* A session looked up a moment ago needs no second look. */
+static ngx_int_t
+ngx_http_chathistory_capture_recall(ngx_http_request_t *r,
+    ngx_http_chathistory_capture_ctx_t *ctx)
+{
+    ngx_http_chathistory_session_seen_t  *seen;
+
+    seen = &ngx_http_chathistory_sessions_seen[
+               ngx_hash_key(ctx->session_id.text, NGX_HTTP_CHATHISTORY_UUID_LEN)
+               % CH_SESSIONS_SEEN];
+
+    if ((ngx_msec_int_t) (seen->expires - ngx_current_msec) <= 0
+        || ngx_strcmp(seen->id.text, ctx->session_id.text) != 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    ctx->lookup = seen->lookup;
+    ctx->audio_enabled = seen->audio_enabled;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_chathistory_capture_remember(ngx_http_request_t *r,
+    ngx_http_chathistory_capture_ctx_t *ctx)
+{
+    ngx_http_chathistory_session_seen_t  *seen;
+    ngx_http_chathistory_capture_conf_t  *conf;
+
+    conf = ngx_http_get_module_loc_conf(r, ngx_http_chathistory_capture_module);
+
+    if (conf->session_cache == 0) {
+        return;
+    }
+
+    seen = &ngx_http_chathistory_sessions_seen[
+               ngx_hash_key(ctx->session_id.text, NGX_HTTP_CHATHISTORY_UUID_LEN)
+               % CH_SESSIONS_SEEN];
+
+    seen->id = ctx->session_id;
+    seen->expires = ngx_current_msec + conf->session_cache;
+    seen->lookup = ctx->lookup;
+    seen->audio_enabled = ctx->audio_enabled;
 }
 
 
@@ -727,6 +812,7 @@ ngx_http_chathistory_capture_create_conf(ngx_conf_t *cf)
     conf->capture = NGX_CONF_UNSET;
     conf->max_size = NGX_CONF_UNSET_SIZE;
     conf->lookup_timeout = NGX_CONF_UNSET_MSEC;
+    conf->session_cache = NGX_CONF_UNSET_MSEC;
 
     return conf;
 }
@@ -745,6 +831,7 @@ ngx_http_chathistory_capture_merge_conf(ngx_conf_t *cf, void *parent,
     ngx_conf_merge_size_value(conf->max_size, prev->max_size,
                               4 * 1024 * 1024);
     ngx_conf_merge_msec_value(conf->lookup_timeout, prev->lookup_timeout, 500);
+    ngx_conf_merge_msec_value(conf->session_cache, prev->session_cache, 5000);
 
     if (!conf->capture) {
         return NGX_CONF_OK;
