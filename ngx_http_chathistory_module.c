@@ -13,6 +13,7 @@
 
 #include "ngx_http_chathistory_module.h"
 #include "ngx_http_chathistory_api.h"
+#include "ngx_http_chathistory_embed.h"
 #include "ngx_http_chathistory_pg.h"
 #include "ngx_http_chathistory_record.h"
 
@@ -310,12 +311,8 @@ ngx_http_chathistory_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_OK;
     }
 
-    /* queries are embedded in process; documents by the worker */
-    if (ngx_strcmp(conf->embedding_provider.data, "hash") != 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "chathistory_embedding_provider \"%V\" is not "
-                           "supported for search queries yet, only \"hash\"",
-                           &conf->embedding_provider);
+    /* queries are embedded here, with the model the worker embeds with */
+    if (ngx_http_chathistory_embed_check(cf, conf) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 

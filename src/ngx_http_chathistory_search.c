@@ -1,17 +1,18 @@
 
 /*
- * Search: the query is embedded in process (the built-in "hash" model),
- * then one statement ranks the messages semantically (pgvector's cosine
+ * Search: the query is embedded (in process with the built-in "hash"
+ * model, or by an embedding server through a subrequest), then one
+ * statement ranks the messages semantically (pgvector's cosine
  * distance over the HNSW index), by keyword (PostgreSQL full text) or by
  * both (reciprocal rank fusion).
  */
 
 
 #include "ngx_http_chathistory_api.h"
+#include "ngx_http_chathistory_embed.h"
 #include "ngx_http_chathistory_json.h"
 #include "ngx_http_chathistory_statements.h"
 #include "ngx_http_chathistory_validate.h"
-#include "chathistory_hash_embed.h"
 
 
 #define CH_SEARCH_QUERY_MAX  2000
@@ -29,6 +30,7 @@ typedef struct {
     const char  *from;
     const char  *to;
     char         limit[NGX_INT_T_LEN + 1];
+    const char  *url;
 } ngx_http_chathistory_search_t;
 
 
@@ -44,8 +46,8 @@ static ngx_int_t ngx_http_chathistory_search_times(ngx_http_request_t *r,
     cJSON *body, ngx_http_chathistory_search_t *s);
 static ngx_int_t ngx_http_chathistory_search_limit(ngx_http_request_t *r,
     cJSON *body, ngx_http_chathistory_search_t *s);
-static const char *ngx_http_chathistory_search_vector(ngx_http_request_t *r,
-    const char *query);
+static ngx_int_t ngx_http_chathistory_search_run(ngx_http_request_t *r,
+    void *data, const char *vector, const char *model);
 static void ngx_http_chathistory_search_done(
     ngx_http_chathistory_pg_query_t *q, PGresult *res);
 
@@ -61,13 +63,13 @@ ngx_http_chathistory_search(ngx_http_request_t *r)
 {
     ngx_int_t                        rc;
     ngx_str_t                        url;
-    const char                      *params[12], *vector;
     ngx_http_chathistory_api_ctx_t  *ctx;
     ngx_http_chathistory_search_t   *s;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_chathistory_module);
 
-    /* the parameters live until the statement is sent: not on the stack */
+    /* the parameters live until the statement is sent, maybe after an
+     * embedding server has answered: not on the stack */
     s = ngx_palloc(r->pool, sizeof(ngx_http_chathistory_search_t));
     if (s == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -82,17 +84,28 @@ ngx_http_chathistory_search(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    vector = NULL;
+    s->url = (char *) url.data;
 
-    if (s->stmt != NGX_HTTP_CHATHISTORY_SQL_SEARCH_KEYWORD) {
-        vector = ngx_http_chathistory_search_vector(r, s->query);
-        if (vector == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
+    if (s->stmt == NGX_HTTP_CHATHISTORY_SQL_SEARCH_KEYWORD) {
+        return ngx_http_chathistory_search_run(r, s, NULL, NULL);
     }
 
+    return ngx_http_chathistory_embed_query(r, s->query,
+                                            ngx_http_chathistory_search_run,
+                                            s);
+}
+
+
+/* The statement, with the query's vector and model unless by keyword. */
+static ngx_int_t
+ngx_http_chathistory_search_run(ngx_http_request_t *r, void *data,
+    const char *vector, const char *model)
+{
+    const char                     *params[12];
+    ngx_http_chathistory_search_t  *s = data;
+
     params[0] = vector ? vector : s->query;
-    params[1] = vector ? CHATHISTORY_HASH_MODEL
+    params[1] = vector ? model
                        : (s->source_lang ? s->source_lang : s->target_lang);
     params[2] = s->org;
     params[3] = s->session;
@@ -101,7 +114,7 @@ ngx_http_chathistory_search(ngx_http_request_t *r)
     params[6] = s->from;
     params[7] = s->to;
     params[8] = s->limit;
-    params[9] = (char *) url.data;
+    params[9] = s->url;
     params[10] = s->query;
     params[11] = s->source_lang ? s->source_lang : s->target_lang;
 
@@ -356,39 +369,6 @@ ngx_http_chathistory_search_limit(ngx_http_request_t *r, cJSON *body,
     *ngx_sprintf((u_char *) s->limit, "%ui", n) = '\0';
 
     return NGX_OK;
-}
-
-
-/* The query's embedding as pgvector's text form, "[x,y,...]". */
-static const char *
-ngx_http_chathistory_search_vector(ngx_http_request_t *r, const char *query)
-{
-    char        *text, *p;
-    float        v[CHATHISTORY_HASH_DIM];
-    size_t       size;
-    ngx_uint_t   i;
-
-    (void) chathistory_hash_embed((const unsigned char *) query,
-                                  ngx_strlen(query), v);
-
-    size = CHATHISTORY_HASH_DIM * 16 + 3;
-
-    text = ngx_pnalloc(r->pool, size);
-    if (text == NULL) {
-        return NULL;
-    }
-
-    p = text;
-    *p++ = '[';
-
-    for (i = 0; i < CHATHISTORY_HASH_DIM; i++) {
-        p += snprintf(p, text + size - p, i ? ",%.7g" : "%.7g", (double) v[i]);
-    }
-
-    *p++ = ']';
-    *p = '\0';
-
-    return text;
 }
 
 

@@ -166,7 +166,7 @@ Allow: POST
 
 
 
-=== TEST 9: the query side supports only the built-in model for now
+=== TEST 9: an embedding server's provider needs its model and location (t/search_embedding.t)
 --- config
     location /api/ {
         chathistory_api;
@@ -176,7 +176,7 @@ Allow: POST
 GET /api/search
 --- must_die
 --- error_log
-is not supported for search queries yet
+chathistory_embedding_provider "ollama" requires chathistory_embedding_model
 
 
 
