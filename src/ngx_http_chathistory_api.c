@@ -7,6 +7,7 @@
 
 
 #include "ngx_http_chathistory_api.h"
+#include "ngx_http_chathistory_auth.h"
 #include "ngx_http_chathistory_cursor.h"
 #include "ngx_http_chathistory_json.h"
 #include "ngx_http_chathistory_validate.h"
@@ -101,6 +102,9 @@ ngx_http_chathistory_api_handler(ngx_http_request_t *r)
     }
 
     ngx_http_set_ctx(r, ctx, ngx_http_chathistory_module);
+
+    /* a key confines the request to its organization */
+    ctx->scope_org = ngx_http_chathistory_auth_org(r);
 
     rt = NULL;
 
