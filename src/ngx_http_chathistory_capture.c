@@ -144,8 +144,8 @@ static ngx_http_module_t  ngx_http_chathistory_capture_module_ctx = {
     NULL,                                  /* create server configuration */
     NULL,                                  /* merge server configuration */
 
-    ngx_http_chathistory_capture_create_conf, /* create location configuration */
-    ngx_http_chathistory_capture_merge_conf   /* merge location configuration */
+    ngx_http_chathistory_capture_create_conf, /* create location conf */
+    ngx_http_chathistory_capture_merge_conf   /* merge location conf */
 };
 
 

@@ -32,7 +32,7 @@ struct ngx_http_chathistory_record_s {
     ngx_http_chathistory_uuid_t         session_id;
 
     /* the statement's parameters, in its order; NULL is SQL NULL */
-    const char                         *values[NGX_HTTP_CHATHISTORY_RECORD_FIELDS];
+    const char                *values[NGX_HTTP_CHATHISTORY_RECORD_FIELDS];
 
     /* the request's audio: bytes in memory, or a part of a file */
     ngx_str_t                           audio_type;

@@ -30,11 +30,12 @@ static void ngx_http_chathistory_batch_fail(ngx_http_chathistory_batch_t *b,
     ngx_uint_t one_by_one);
 
 
-static ngx_http_chathistory_record_t  *ngx_http_chathistory_pending[CH_BATCH_MAX];
-static ngx_uint_t                      ngx_http_chathistory_npending;
-static ngx_uint_t                      ngx_http_chathistory_flushing;
-static ngx_event_t                     ngx_http_chathistory_flush_event;
-static ngx_connection_t                ngx_http_chathistory_flush_dummy;
+static ngx_http_chathistory_record_t
+    *ngx_http_chathistory_pending[CH_BATCH_MAX];
+static ngx_uint_t        ngx_http_chathistory_npending;
+static ngx_uint_t        ngx_http_chathistory_flushing;
+static ngx_event_t       ngx_http_chathistory_flush_event;
+static ngx_connection_t  ngx_http_chathistory_flush_dummy;
 
 
 void

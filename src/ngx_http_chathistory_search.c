@@ -385,8 +385,8 @@ ngx_http_chathistory_search_done(ngx_http_chathistory_pg_query_t *q,
     r = q->request;
 
     if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
-        ngx_http_finalize_request(r,
-                                  ngx_http_chathistory_api_query_failed(q, res));
+        rc = ngx_http_chathistory_api_query_failed(q, res);
+        ngx_http_finalize_request(r, rc);
         return;
     }
 

@@ -121,16 +121,16 @@ ngx_http_chathistory_session_read(ngx_http_request_t *r, cJSON *body,
         return rc;
     }
 
-    rc = ngx_http_chathistory_session_title(r,
-                                 cJSON_GetObjectItemCaseSensitive(body, "title"),
-                                 &in->title);
+    item = cJSON_GetObjectItemCaseSensitive(body, "title");
+
+    rc = ngx_http_chathistory_session_title(r, item, &in->title);
     if (rc != NGX_OK) {
         return rc;
     }
 
-    rc = ngx_http_chathistory_session_org(r,
-                                cJSON_GetObjectItemCaseSensitive(body, "org_id"),
-                                &in->org);
+    item = cJSON_GetObjectItemCaseSensitive(body, "org_id");
+
+    rc = ngx_http_chathistory_session_org(r, item, &in->org);
     if (rc != NGX_OK) {
         return rc;
     }
@@ -250,7 +250,8 @@ static void
 ngx_http_chathistory_session_created(ngx_http_chathistory_pg_query_t *q,
     PGresult *res)
 {
-    ngx_http_chathistory_api_answer_row(q, res, NGX_HTTP_CREATED, "no such organization");
+    ngx_http_chathistory_api_answer_row(q, res, NGX_HTTP_CREATED,
+                                        "no such organization");
 }
 
 
@@ -277,7 +278,8 @@ static void
 ngx_http_chathistory_session_found(ngx_http_chathistory_pg_query_t *q,
     PGresult *res)
 {
-    ngx_http_chathistory_api_answer_row(q, res, NGX_HTTP_OK, "no such session");
+    ngx_http_chathistory_api_answer_row(q, res, NGX_HTTP_OK,
+                                        "no such session");
 }
 
 

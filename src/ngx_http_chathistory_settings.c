@@ -192,5 +192,6 @@ static void
 ngx_http_chathistory_settings_done(ngx_http_chathistory_pg_query_t *q,
     PGresult *res)
 {
-    ngx_http_chathistory_api_answer_row(q, res, NGX_HTTP_OK, "no such organization");
+    ngx_http_chathistory_api_answer_row(q, res, NGX_HTTP_OK,
+                                        "no such organization");
 }

@@ -303,15 +303,20 @@ void
 ngx_http_chathistory_spool_done(ngx_http_chathistory_record_t *rec,
     ngx_uint_t stored)
 {
+    char  *to;
+
     if (rec->spool_file.len == 0) {
         ngx_http_chathistory_record_free(rec);
         return;
     }
 
-    ngx_http_chathistory_spool_move(rec, (char *) rec->spool_file.data,
-        stored ? NULL : ngx_http_chathistory_spool_path(rec->pool, &rec->conf->spool_path,
-                                          (char *) rec->id.text,
-                                          ".json.rejected"));
+    to = stored ? NULL
+                : ngx_http_chathistory_spool_path(rec->pool,
+                                                  &rec->conf->spool_path,
+                                                  (char *) rec->id.text,
+                                                  ".json.rejected");
+
+    ngx_http_chathistory_spool_move(rec, (char *) rec->spool_file.data, to);
 }
 
 
