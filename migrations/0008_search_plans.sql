@@ -1,8 +1,11 @@
 -- Semantic search planned with its real arguments. As a SQL function with
 -- SET clauses, its statement was planned for unknown arguments and never
 -- used the HNSW index; dynamic SQL is planned for each call. A filter that
--- leaves few rows (a session, a small organization) is searched exactly:
+-- leaves few rows (a session, a small organization, a small table) is
+-- searched exactly:
 -- faster than walking the graph past everything it excludes, and complete.
+-- (The set_config below is undone when the function returns: its SET
+-- clause for the same setting makes that so.)
 
 CREATE OR REPLACE FUNCTION chathistory_search_semantic(q vector, model text,
     p_org uuid, p_session uuid, p_src text, p_tgt text,
@@ -12,6 +15,8 @@ LANGUAGE plpgsql STABLE
 SET hnsw.iterative_scan = 'relaxed_order'
 SET hnsw.ef_search = '300'
 SET hnsw.max_scan_tuples = '100000'
+SET enable_seqscan = on
+SET jit = off
 AS $$
 DECLARE
     filters  text := '';
@@ -27,7 +32,10 @@ BEGIN
     IF p_from IS NOT NULL THEN filters := filters || ' AND m.created_at >= $7'; END IF;
     IF p_to IS NOT NULL THEN filters := filters || ' AND m.created_at <= $8'; END IF;
 
-    IF p_session IS NOT NULL THEN
+    IF p_session IS NOT NULL
+       OR (SELECT c.reltuples < 20000 FROM pg_class c
+           WHERE c.oid = 'messages'::regclass)
+    THEN
         small := true;
     ELSIF filters <> '' THEN
         EXECUTE 'SELECT count(*) < 20000 FROM (SELECT 1 FROM messages m'
@@ -40,6 +48,10 @@ BEGIN
     IF small THEN
         -- "+ 0" keeps the planner off the (approximate) index
         distance := '(m.embedding <=> $1) + 0';
+    ELSE
+        -- the distance's cost is underestimated: a scan of every row
+        -- looks cheaper than the graph until the table is large
+        PERFORM set_config('enable_seqscan', 'off', true);
     END IF;
 
     RETURN QUERY EXECUTE

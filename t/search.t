@@ -98,7 +98,7 @@ POST /api/search
 === TEST 5: hybrid search fuses both rankings
 --- request
 POST /api/search
-{"query": "coffee with milk", "mode": "hybrid", "limit": 2}
+{"query": "coffee with milk", "mode": "hybrid", "limit": 2, "org_id": null, "session_id": "0190a000-0000-7000-8000-0000000005a1"}
 --- error_code: 200
 --- response_body_like: ^\{"data":\[\{"message":\{"id":"0190a000-0000-7000-8000-000000000502",.*"score":1(\.0+)?\},
 
