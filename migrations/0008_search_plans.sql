@@ -62,3 +62,12 @@ BEGIN
         USING q, model, p_org, p_session, p_src, p_tgt, p_from, p_to, k;
 END
 $$;
+
+-- They return a page of hits, not a thousand rows: the statement around
+-- them joins by primary key instead of hashing the whole table.
+ALTER FUNCTION chathistory_search_semantic(vector, text, uuid, uuid, text, text,
+    timestamptz, timestamptz, integer) ROWS 20;
+ALTER FUNCTION chathistory_search_keyword(text, text, uuid, uuid, text, text,
+    timestamptz, timestamptz, integer) ROWS 20;
+ALTER FUNCTION chathistory_search_hybrid(vector, text, text, text, uuid, uuid,
+    text, text, timestamptz, timestamptz, integer) ROWS 20;
