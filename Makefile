@@ -1,5 +1,11 @@
 # Builds the nginx module against Debian's nginx-dev tree and the companion worker,
 # out of tree in $(BUILD).
+#
+#   make                      build/: the module and the worker
+#   make sanitize             build/asan/: both with AddressSanitizer and UBSan
+#                             (the same as make BUILD=build/asan SANITIZE=1);
+#                             scripts/test --sanitize runs the suites against them,
+#                             see docs/sanitizers.md
 
 SHELL      := /bin/bash
 BUILD      ?= build
@@ -12,6 +18,16 @@ CFLAGS     ?= -O2 -g
 PG_INC     := $(shell $(PG_CONFIG) --includedir)
 PG_LIB     := $(shell $(PG_CONFIG) --libdir)
 
+# SANITIZE=1: -fsanitize=address,undefined for the module (through nginx's
+# configure, so also in its feature tests) and the worker. Use its own BUILD.
+SAN_BUILD  ?= build/asan
+SAN_FLAGS  := -fsanitize=address,undefined -fno-omit-frame-pointer -O1 -g
+ifeq ($(SANITIZE),1)
+CFLAGS     := $(SAN_FLAGS)
+NGX_CC_OPT += $(SAN_FLAGS)
+NGX_LD_OPT += -fsanitize=address,undefined
+endif
+
 MODULE_SO  := $(BUILD)/nginx/objs/ngx_http_chathistory_module.so
 WORKER     := $(BUILD)/chathistory-worker
 
@@ -19,7 +35,7 @@ MODULE_SRC := config ngx_http_chathistory_module.c $(wildcard src/*.c src/*.h sr
 WORKER_SRC := $(wildcard src/worker/*.c src/common/*.c)
 WORKER_HDR := $(wildcard src/worker/*.h src/common/*.h)
 
-.PHONY: all module worker clean test up down
+.PHONY: all module worker clean test up down sanitize
 
 all: module worker
 
@@ -45,6 +61,9 @@ $(WORKER): $(WORKER_SRC) $(WORKER_HDR)
 	    $(shell pkg-config --cflags libcjson libcurl) \
 	    -o $@ $(WORKER_SRC) -L$(PG_LIB) -lpq \
 	    $(shell pkg-config --libs libcjson libcurl) -lm
+
+sanitize:
+	$(MAKE) BUILD=$(SAN_BUILD) SANITIZE=1 all
 
 test: all
 	scripts/test

@@ -502,8 +502,14 @@ sub run_test {
         bail_out("$name - No '--- config' section specified and could not "
                  . "get previous one.");
     } elsif (!is_running(get_pid_from_pidfile())) {
-        # Valgrind mode stops nginx after each block: bring it back.
-        ($config, $restart) = ($PrevConfig, 1);
+        if ($UseValgrind) {
+            # Valgrind mode stops nginx after each block: bring it back with
+            # the previous block's nginx.conf as it is (this block has no
+            # http_config, main_config... of its own), and a fresh valgrind.log.
+            if (!$skip_n) { unlink $ValgrindLog; start_nginx($name) }
+        } else {
+            ($config, $restart) = ($PrevConfig, 1);
+        }
     }
     if ($restart && !$skip_n) {
         $PrevConfig = $config;
