@@ -167,23 +167,25 @@ INI
                "pgbouncer", "-d", "$dir/pgbouncer.ini");
     system(@run) == 0 or die "cannot start pgbouncer\n";
 
-    my $parent = $$;
-    eval "END { local \$?; if (\$\$ == $parent) {"
-         . " Chathistory::stop_pidfile('$dir/pgbouncer.pid') } }";
-
     for (1 .. 100) {
         last if IO::Socket::INET->new(PeerAddr => "127.0.0.1:$listen");
         select undef, undef, undef, 0.05;
     }
 
+    # its pid now: the temporary directory may be gone by the END blocks
+    my $pid = read_pid("$dir/pgbouncer.pid")
+        or die "pgbouncer wrote no pid file\n";
+    my $parent = $$;
+    eval "END { local \$?; kill 'TERM', $pid if \$\$ == $parent }";
+
     return "postgresql://$user\@127.0.0.1:$listen/$db";
 }
 
-sub stop_pidfile {
+sub read_pid {
     my ($file) = @_;
     open my $fh, "<", $file or return;
     my $pid = <$fh>;
-    kill 'TERM', $1 if defined $pid && $pid =~ /^(\d+)/;
+    return defined $pid && $pid =~ /^(\d+)/ ? $1 : undef;
 }
 
 sub free_port {
