@@ -193,6 +193,15 @@ int chw_admin_org(chw_config_t *cf, int argc, char **argv);
 int chw_admin_apikey(chw_config_t *cf, int argc, char **argv);
 PGconn *chw_admin_connect(chw_config_t *cf, const char *command);
 
+/* an administrative subcommand, run on a connection of its own */
+typedef struct {
+    const char  *name;
+    int        (*handler)(PGconn *conn, int argc, char **argv);
+} chw_admin_cmd_t;
+
+int chw_admin_dispatch(chw_config_t *cf, int argc, char **argv,
+    const char *command, const chw_admin_cmd_t *cmds, const char *usage);
+
 /* chathistory_worker.c */
 void chw_usage(FILE *out);
 

@@ -37,41 +37,19 @@ static const char  chw_apikey_usage[] =
     "       " CHW_NAME " apikey revoke ID\n";
 
 
+static const chw_admin_cmd_t  chw_apikey_cmds[] = {
+    { "create", chw_apikey_create },
+    { "list", chw_apikey_list },
+    { "revoke", chw_apikey_revoke },
+    { NULL, NULL }
+};
+
+
 int
 chw_admin_apikey(chw_config_t *cf, int argc, char **argv)
 {
-    int      rc;
-    PGconn  *conn;
-    int    (*handler)(PGconn *conn, int argc, char **argv);
-
-    if (argc < 1) {
-        fputs(chw_apikey_usage, stderr);
-        return CHW_EXIT_USAGE;
-    }
-
-    if (strcmp(argv[0], "create") == 0) {
-        handler = chw_apikey_create;
-
-    } else if (strcmp(argv[0], "list") == 0) {
-        handler = chw_apikey_list;
-
-    } else if (strcmp(argv[0], "revoke") == 0) {
-        handler = chw_apikey_revoke;
-
-    } else {
-        fputs(chw_apikey_usage, stderr);
-        return CHW_EXIT_USAGE;
-    }
-
-    conn = chw_admin_connect(cf, "apikey");
-    if (conn == NULL) {
-        return cf->database_url == NULL ? CHW_EXIT_USAGE : CHW_EXIT_FAILURE;
-    }
-
-    rc = handler(conn, argc - 1, argv + 1);
-    PQfinish(conn);
-
-    return rc;
+    return chw_admin_dispatch(cf, argc, argv, "apikey", chw_apikey_cmds,
+                              chw_apikey_usage);
 }
 
 

@@ -30,41 +30,19 @@ static const char  chw_org_usage[] =
     "       " CHW_NAME " org set-retention NAME|ID N|null [--apply-existing]\n";
 
 
+static const chw_admin_cmd_t  chw_org_cmds[] = {
+    { "create", chw_org_create },
+    { "list", chw_org_list },
+    { "set-retention", chw_org_set_retention },
+    { NULL, NULL }
+};
+
+
 int
 chw_admin_org(chw_config_t *cf, int argc, char **argv)
 {
-    int      rc;
-    PGconn  *conn;
-    int    (*handler)(PGconn *conn, int argc, char **argv);
-
-    if (argc < 1) {
-        fputs(chw_org_usage, stderr);
-        return CHW_EXIT_USAGE;
-    }
-
-    if (strcmp(argv[0], "create") == 0) {
-        handler = chw_org_create;
-
-    } else if (strcmp(argv[0], "list") == 0) {
-        handler = chw_org_list;
-
-    } else if (strcmp(argv[0], "set-retention") == 0) {
-        handler = chw_org_set_retention;
-
-    } else {
-        fputs(chw_org_usage, stderr);
-        return CHW_EXIT_USAGE;
-    }
-
-    conn = chw_admin_connect(cf, "org");
-    if (conn == NULL) {
-        return cf->database_url == NULL ? CHW_EXIT_USAGE : CHW_EXIT_FAILURE;
-    }
-
-    rc = handler(conn, argc - 1, argv + 1);
-    PQfinish(conn);
-
-    return rc;
+    return chw_admin_dispatch(cf, argc, argv, "org", chw_org_cmds,
+                              chw_org_usage);
 }
 
 

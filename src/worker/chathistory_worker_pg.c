@@ -174,3 +174,35 @@ chw_admin_connect(chw_config_t *cf, const char *command)
 
     return chw_pg_connect(cf);
 }
+
+
+/* Pick the subcommand named by argv[0], connect, run it, disconnect. */
+int
+chw_admin_dispatch(chw_config_t *cf, int argc, char **argv,
+    const char *command, const chw_admin_cmd_t *cmds, const char *usage)
+{
+    int                     rc;
+    PGconn                 *conn;
+    const chw_admin_cmd_t  *c;
+
+    for (c = cmds; argc >= 1 && c->name != NULL; c++) {
+        if (strcmp(argv[0], c->name) == 0) {
+            break;
+        }
+    }
+
+    if (argc < 1 || c->name == NULL) {
+        fputs(usage, stderr);
+        return CHW_EXIT_USAGE;
+    }
+
+    conn = chw_admin_connect(cf, command);
+    if (conn == NULL) {
+        return cf->database_url == NULL ? CHW_EXIT_USAGE : CHW_EXIT_FAILURE;
+    }
+
+    rc = c->handler(conn, argc - 1, argv + 1);
+    PQfinish(conn);
+
+    return rc;
+}
