@@ -323,3 +323,34 @@ ngx_http_chathistory_record_missing(ngx_http_chathistory_record_t *rec)
     ngx_http_chathistory_audio_discard(rec);
     ngx_http_chathistory_spool_done(rec, 1);
 }
+
+
+/* The record as a JSON object with the canonical field names: a spool
+ * file's content, and an element of a batch. */
+cJSON *
+ngx_http_chathistory_record_json(ngx_http_chathistory_record_t *rec)
+{
+    cJSON       *json;
+    ngx_uint_t   i;
+
+    static const char  *names[NGX_HTTP_CHATHISTORY_RECORD_FIELDS] = {
+        "id", "session_id", "source_text", "translated_text", "stt_ms",
+        "translate_ms", "tts_ms", "model_used", "audio_path", "audio_ms"
+    };
+
+    json = cJSON_CreateObject();
+    if (json == NULL) {
+        return NULL;
+    }
+
+    for (i = 0; i < NGX_HTTP_CHATHISTORY_RECORD_FIELDS; i++) {
+        if (rec->values[i] != NULL
+            && cJSON_AddStringToObject(json, names[i], rec->values[i]) == NULL)
+        {
+            cJSON_Delete(json);
+            return NULL;
+        }
+    }
+
+    return json;
+}

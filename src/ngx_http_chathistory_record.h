@@ -68,6 +68,7 @@ ngx_int_t ngx_http_chathistory_record_fields(
     ngx_http_chathistory_record_t *rec, cJSON *json);
 ngx_int_t ngx_http_chathistory_record_audio_fields(
     ngx_http_chathistory_record_t *rec, cJSON *json);
+cJSON *ngx_http_chathistory_record_json(ngx_http_chathistory_record_t *rec);
 void ngx_http_chathistory_record_start(ngx_http_chathistory_record_t *rec);
 void ngx_http_chathistory_record_store(ngx_http_chathistory_record_t *rec);
 void ngx_http_chathistory_record_store_one(ngx_http_chathistory_record_t *rec);

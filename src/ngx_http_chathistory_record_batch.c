@@ -122,12 +122,7 @@ ngx_http_chathistory_batch_json(ngx_http_chathistory_batch_t *b)
     char        *text, *copy;
     cJSON       *array, *item;
     size_t       len;
-    ngx_uint_t   i, f;
-
-    static const char  *names[NGX_HTTP_CHATHISTORY_RECORD_FIELDS] = {
-        "id", "session_id", "source_text", "translated_text", "stt_ms",
-        "translate_ms", "tts_ms", "model_used", "audio_path", "audio_ms"
-    };
+    ngx_uint_t   i;
 
     array = cJSON_CreateArray();
     if (array == NULL) {
@@ -135,21 +130,12 @@ ngx_http_chathistory_batch_json(ngx_http_chathistory_batch_t *b)
     }
 
     for (i = 0; i < b->n; i++) {
-        item = cJSON_CreateObject();
+        item = ngx_http_chathistory_record_json(b->recs[i]);
+
         if (item == NULL || !cJSON_AddItemToArray(array, item)) {
             cJSON_Delete(item);
             cJSON_Delete(array);
             return NULL;
-        }
-
-        for (f = 0; f < NGX_HTTP_CHATHISTORY_RECORD_FIELDS; f++) {
-            if (b->recs[i]->values[f] != NULL
-                && cJSON_AddStringToObject(item, names[f],
-                                           b->recs[i]->values[f]) == NULL)
-            {
-                cJSON_Delete(array);
-                return NULL;
-            }
         }
     }
 

@@ -145,27 +145,12 @@ static char *
 ngx_http_chathistory_spool_serialize(ngx_http_chathistory_record_t *rec,
     size_t *len)
 {
-    char        *text, *copy;
-    cJSON       *json;
-    ngx_uint_t   i;
+    char   *text, *copy;
+    cJSON  *json;
 
-    static const char  *names[NGX_HTTP_CHATHISTORY_RECORD_FIELDS] = {
-        "id", "session_id", "source_text", "translated_text", "stt_ms",
-        "translate_ms", "tts_ms", "model_used", "audio_path", "audio_ms"
-    };
-
-    json = cJSON_CreateObject();
+    json = ngx_http_chathistory_record_json(rec);
     if (json == NULL) {
         return NULL;
-    }
-
-    for (i = 0; i < NGX_HTTP_CHATHISTORY_RECORD_FIELDS; i++) {
-        if (rec->values[i] != NULL
-            && cJSON_AddStringToObject(json, names[i], rec->values[i]) == NULL)
-        {
-            cJSON_Delete(json);
-            return NULL;
-        }
     }
 
     text = cJSON_PrintUnformatted(json);
