@@ -155,22 +155,25 @@ static ngx_int_t
 ngx_http_chathistory_session_lang(ngx_http_request_t *r, cJSON *body,
     const char *name, char **tag)
 {
-    u_char     *p, *msg;
-    cJSON      *item;
-    ngx_int_t   rc;
+    cJSON       *item;
+    ngx_int_t    rc;
+    ngx_uint_t   target;
 
-    msg = ngx_pnalloc(r->pool, 128);
-    if (msg == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
+    static const char  *required[] = {
+        "source_lang is required", "target_lang is required"
+    };
 
+    static const char  *malformed[] = {
+        "source_lang must be a BCP 47 language tag such as \"en\" or \"pt-BR\"",
+        "target_lang must be a BCP 47 language tag such as \"en\" or \"pt-BR\""
+    };
+
+    target = (name[0] == 't');
     item = cJSON_GetObjectItemCaseSensitive(body, name);
 
     if (item == NULL || cJSON_IsNull(item)) {
-        p = ngx_snprintf(msg, 127, "%s is required", name);
-        *p = '\0';
         return ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST,
-                                               (char *) msg);
+                                              required[target]);
     }
 
     rc = cJSON_IsString(item)
@@ -178,12 +181,8 @@ ngx_http_chathistory_session_lang(ngx_http_request_t *r, cJSON *body,
          : NGX_DECLINED;
 
     if (rc == NGX_DECLINED) {
-        p = ngx_snprintf(msg, 127,
-                         "%s must be a BCP 47 language tag such as \"en\" "
-                         "or \"pt-BR\"", name);
-        *p = '\0';
         return ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST,
-                                               (char *) msg);
+                                              malformed[target]);
     }
 
     return rc == NGX_OK ? NGX_OK : NGX_HTTP_INTERNAL_SERVER_ERROR;
