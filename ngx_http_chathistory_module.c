@@ -16,8 +16,10 @@
 #include "ngx_http_chathistory_embed.h"
 #include "ngx_http_chathistory_pg.h"
 #include "ngx_http_chathistory_record.h"
+#include "ngx_http_chathistory_status.h"
 
 
+static ngx_int_t ngx_http_chathistory_postconfiguration(ngx_conf_t *cf);
 static void *ngx_http_chathistory_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_chathistory_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_chathistory_create_loc_conf(ngx_conf_t *cf);
@@ -159,6 +161,13 @@ static ngx_command_t  ngx_http_chathistory_commands[] = {
       0,
       NULL },
 
+    { ngx_string("chathistory_status"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_chathistory_status,
+      0,
+      0,
+      NULL },
+
     { ngx_string("chathistory_api_max_body_size"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_size_slot,
@@ -172,7 +181,7 @@ static ngx_command_t  ngx_http_chathistory_commands[] = {
 
 static ngx_http_module_t  ngx_http_chathistory_module_ctx = {
     NULL,                                  /* preconfiguration */
-    NULL,                                  /* postconfiguration */
+    ngx_http_chathistory_postconfiguration, /* postconfiguration */
 
     ngx_http_chathistory_create_main_conf, /* create main configuration */
     ngx_http_chathistory_init_main_conf,   /* init main configuration */
@@ -199,6 +208,22 @@ ngx_module_t  ngx_http_chathistory_module = {
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
+
+
+/* Metrics are kept wherever there is something to count or to show. */
+static ngx_int_t
+ngx_http_chathistory_postconfiguration(ngx_conf_t *cf)
+{
+    ngx_http_chathistory_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_chathistory_module);
+
+    if (cmcf->database_url.len == 0 && !cmcf->status_used) {
+        return NGX_OK;
+    }
+
+    return ngx_http_chathistory_status_zone(cf);
+}
 
 
 static void *
@@ -344,7 +369,15 @@ ngx_http_chathistory_init_process(ngx_cycle_t *cycle)
     cmcf = ngx_http_cycle_get_module_main_conf(cycle,
                                                ngx_http_chathistory_module);
 
-    if (cmcf == NULL || cmcf->database_url.len == 0) {
+    if (cmcf == NULL) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_chathistory_status_init_process(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (cmcf->database_url.len == 0) {
         return NGX_OK;
     }
 
@@ -368,6 +401,7 @@ static void
 ngx_http_chathistory_exit_process(ngx_cycle_t *cycle)
 {
     ngx_http_chathistory_pg_pool_done(cycle);
+    ngx_http_chathistory_status_exit_process(cycle);
 }
 
 

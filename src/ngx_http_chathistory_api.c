@@ -119,6 +119,8 @@ ngx_http_chathistory_api_handler(ngx_http_request_t *r)
                : NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    ctx->route = rt - ngx_http_chathistory_routes + 1;
+
     for (m = rt->methods; m->method; m++) {
         if (m->method & r->method) {
             break;
@@ -206,6 +208,20 @@ ngx_http_chathistory_api_split(ngx_http_request_t *r,
     }
 
     return NGX_OK;
+}
+
+
+const char *
+ngx_http_chathistory_api_route_pattern(ngx_uint_t n)
+{
+    if (n == 0
+        || n >= sizeof(ngx_http_chathistory_routes)
+                / sizeof(ngx_http_chathistory_routes[0]))
+    {
+        return NULL;
+    }
+
+    return ngx_http_chathistory_routes[n - 1].pattern;
 }
 
 

@@ -26,6 +26,7 @@ typedef struct {
     ngx_str_t                     segments[NGX_HTTP_CHATHISTORY_MAX_SEGMENTS];
     ngx_uint_t                    nsegments;
 
+    ngx_uint_t                    route;     /* 1-based; 0: none */
     ngx_http_chathistory_uuid_t   session_id;
     ngx_http_chathistory_uuid_t   message_id;
 
@@ -44,6 +45,9 @@ typedef struct {
 
 
 ngx_int_t ngx_http_chathistory_api_handler(ngx_http_request_t *r);
+
+/* the pattern of the n-th route, "sessions/:s" (1-based), NULL past them */
+const char *ngx_http_chathistory_api_route_pattern(ngx_uint_t n);
 
 /* run a statement for the request; the handler finalizes it */
 ngx_int_t ngx_http_chathistory_api_query(ngx_http_request_t *r,

@@ -15,6 +15,7 @@
 #include "ngx_http_chathistory_pg.h"
 #include "ngx_http_chathistory_record.h"
 #include "ngx_http_chathistory_statements.h"
+#include "ngx_http_chathistory_status.h"
 #include "ngx_http_chathistory_validate.h"
 
 
@@ -75,7 +76,8 @@ static void ngx_http_chathistory_capture_cleanup(void *data);
 static ngx_int_t ngx_http_chathistory_capture_header_filter(
     ngx_http_request_t *r);
 static const char *ngx_http_chathistory_capture_refuse(ngx_http_request_t *r,
-    ngx_http_chathistory_capture_ctx_t *ctx);
+    ngx_http_chathistory_capture_ctx_t *ctx,
+    ngx_http_chathistory_stat_e *stat);
 static ngx_int_t ngx_http_chathistory_capture_announce(ngx_http_request_t *r,
     ngx_http_chathistory_capture_ctx_t *ctx);
 static ngx_int_t ngx_http_chathistory_capture_body_filter(
@@ -237,6 +239,7 @@ ngx_http_chathistory_capture_handler(ngx_http_request_t *r)
     {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "chathistory: session_id is not a UUID, not recording");
+        ngx_http_chathistory_status_count(CH_STAT_CAPTURE_NOT_UUID);
         return NGX_DECLINED;
     }
 
@@ -369,6 +372,7 @@ ngx_http_chathistory_capture_lookup_timeout(ngx_event_t *ev)
     ngx_log_error(NGX_LOG_WARN, c->log, 0,
                   "chathistory: the session lookup took too long, "
                   "recording without it");
+    ngx_http_chathistory_status_count(CH_STAT_CAPTURE_LOOKUP_TIMEOUT);
 
     ctx->lookup = CH_LOOKUP_FAILED;
     ctx->audio_enabled = 1;
@@ -411,6 +415,7 @@ static ngx_int_t
 ngx_http_chathistory_capture_header_filter(ngx_http_request_t *r)
 {
     const char                          *why;
+    ngx_http_chathistory_stat_e          stat;
     ngx_http_chathistory_capture_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_chathistory_capture_module);
@@ -419,11 +424,12 @@ ngx_http_chathistory_capture_header_filter(ngx_http_request_t *r)
         return ngx_http_next_header_filter(r);
     }
 
-    why = ngx_http_chathistory_capture_refuse(r, ctx);
+    why = ngx_http_chathistory_capture_refuse(r, ctx, &stat);
 
     if (why != NULL) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "chathistory: not recording: %s", why);
+        ngx_http_chathistory_status_count(stat);
         ngx_http_set_ctx(r, NULL, ngx_http_chathistory_capture_module);
         return ngx_http_next_header_filter(r);
     }
@@ -436,10 +442,10 @@ ngx_http_chathistory_capture_header_filter(ngx_http_request_t *r)
 }
 
 
-/* Why this answer is not to be recorded, or NULL. */
+/* Why this answer is not to be recorded, or NULL; and what to count. */
 static const char *
 ngx_http_chathistory_capture_refuse(ngx_http_request_t *r,
-    ngx_http_chathistory_capture_ctx_t *ctx)
+    ngx_http_chathistory_capture_ctx_t *ctx, ngx_http_chathistory_stat_e *stat)
 {
     u_char                               *p, *last;
     ngx_http_chathistory_capture_conf_t  *conf;
@@ -447,24 +453,29 @@ ngx_http_chathistory_capture_refuse(ngx_http_request_t *r,
     conf = ngx_http_get_module_loc_conf(r, ngx_http_chathistory_capture_module);
 
     if (ctx->lookup == CH_LOOKUP_MISSING) {
+        *stat = CH_STAT_CAPTURE_UNKNOWN_SESSION;
         return "the session does not exist";
     }
 
     if (r->headers_out.status < 200 || r->headers_out.status > 299) {
+        *stat = CH_STAT_CAPTURE_UPSTREAM_STATUS;
         return "the upstream did not answer 2xx";
     }
 
     if (r->header_only) {
+        *stat = CH_STAT_CAPTURE_NO_BODY;
         return "the answer has no body";
     }
 
     if (r->headers_out.content_encoding
         && r->headers_out.content_encoding->value.len)
     {
+        *stat = CH_STAT_CAPTURE_ENCODED;
         return "the answer is encoded";
     }
 
     if (r->headers_out.content_length_n > (off_t) conf->max_size) {
+        *stat = CH_STAT_CAPTURE_TOO_LARGE;
         return "the answer is larger than chathistory_capture_max_size";
     }
 
@@ -476,6 +487,7 @@ ngx_http_chathistory_capture_refuse(ngx_http_request_t *r,
                                                "application/json", 16) == 0)
              || ngx_strlcasestrn(p, last, (u_char *) "+json", 5 - 1) != NULL))
     {
+        *stat = CH_STAT_CAPTURE_NOT_JSON;
         return "the answer is not JSON";
     }
 
@@ -601,6 +613,7 @@ ngx_http_chathistory_capture_finish(ngx_http_request_t *r,
                       "chathistory: message %s not recorded: the answer is "
                       "larger than chathistory_capture_max_size or went to "
                       "a temporary file", ctx->message_id.text);
+        ngx_http_chathistory_status_count(CH_STAT_CAPTURE_TOO_LARGE);
         return;
     }
 
@@ -640,10 +653,12 @@ ngx_http_chathistory_capture_record(ngx_http_request_t *r,
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       "chathistory: message %s not recorded: the upstream's "
                       "answer has %s", rec->id.text, rec->reason);
+        ngx_http_chathistory_status_count(CH_STAT_CAPTURE_MALFORMED);
         ngx_http_chathistory_record_free(rec);
         return;
     }
 
+    ngx_http_chathistory_status_count(CH_STAT_CAPTURE_RECORDED);
     ngx_http_chathistory_capture_audio(r, ctx, rec);
     ngx_http_chathistory_record_start(rec);
 }
@@ -685,6 +700,7 @@ ngx_http_chathistory_capture_audio(ngx_http_request_t *r,
     ngx_log_error(level, r->connection->log, 0,
                   "chathistory: message %s recorded without audio: %s",
                   rec->id.text, why);
+    ngx_http_chathistory_status_count(CH_STAT_AUDIO_SKIPPED);
 }
 
 

@@ -32,6 +32,7 @@ typedef struct {
     ngx_str_t                   thread_pool_name;
     ngx_thread_pool_t          *thread_pool;
     ngx_flag_t                  capture_used;
+    ngx_flag_t                  status_used;
 } ngx_http_chathistory_main_conf_t;
 
 

@@ -6,6 +6,7 @@
 
 
 #include "ngx_http_chathistory_pg.h"
+#include "ngx_http_chathistory_status.h"
 
 
 #define CH_PG_BACKOFF_MIN  50
@@ -21,6 +22,8 @@ static void ngx_http_chathistory_pg_dequeue(
     ngx_http_chathistory_pg_query_t *q);
 static ngx_int_t ngx_http_chathistory_pg_grow(
     ngx_http_chathistory_pg_pool_t *pool);
+static void ngx_http_chathistory_pg_count(
+    ngx_http_chathistory_pg_failure_e failure, PGresult *res);
 static void ngx_http_chathistory_pg_fail_waiting(
     ngx_http_chathistory_pg_pool_t *pool);
 
@@ -156,6 +159,7 @@ ngx_http_chathistory_pg_query_run(ngx_http_chathistory_pg_query_t *q)
         ngx_queue_insert_tail(&pool->busy, qu);
 
         pc = ngx_queue_data(qu, ngx_http_chathistory_pg_conn_t, queue);
+        ngx_http_chathistory_status_pool(pool);
         ngx_http_chathistory_pg_conn_send(pc, q);
         return;
     }
@@ -198,6 +202,7 @@ ngx_http_chathistory_pg_grow(ngx_http_chathistory_pg_pool_t *pool)
 
     pc = ngx_http_chathistory_pg_conn_open(pool);
     if (pc == NULL) {
+        ngx_http_chathistory_status_count(CH_STAT_DB_CONNECT_FAILURES);
         pool->backoff = ngx_max(pool->backoff * 2, CH_PG_BACKOFF_MIN);
         pool->backoff = ngx_min(pool->backoff, CH_PG_BACKOFF_MAX);
         pool->retry_at = ngx_current_msec + pool->backoff;
@@ -206,6 +211,7 @@ ngx_http_chathistory_pg_grow(ngx_http_chathistory_pg_pool_t *pool)
 
     ngx_queue_insert_tail(&pool->busy, &pc->queue);
     pool->nconns++;
+    ngx_http_chathistory_status_pool(pool);
 
     return NGX_OK;
 }
@@ -215,6 +221,7 @@ void
 ngx_http_chathistory_pg_pool_connected(ngx_http_chathistory_pg_conn_t *pc)
 {
     pc->pool->backoff = 0;
+    ngx_http_chathistory_status_count(CH_STAT_DB_CONNECTS);
     ngx_http_chathistory_pg_pool_released(pc);
 }
 
@@ -239,6 +246,7 @@ ngx_http_chathistory_pg_pool_released(ngx_http_chathistory_pg_conn_t *pc)
 
     ngx_queue_remove(&pc->queue);
     ngx_queue_insert_head(&pool->idle, &pc->queue);
+    ngx_http_chathistory_status_pool(pool);
 
     /* an idle connection does not hold a quitting worker back */
     pc->connection->read->cancelable = 1;
@@ -255,6 +263,7 @@ ngx_http_chathistory_pg_pool_expired(ngx_http_chathistory_pg_conn_t *pc)
 
     ngx_queue_remove(&pc->queue);
     pc->pool->nconns--;
+    ngx_http_chathistory_status_pool(pc->pool);
     ngx_http_chathistory_pg_conn_close(pc);
 }
 
@@ -270,11 +279,14 @@ ngx_http_chathistory_pg_pool_failed(ngx_http_chathistory_pg_conn_t *pc,
 
     ngx_queue_remove(&pc->queue);
     pool->nconns--;
+    ngx_http_chathistory_status_pool(pool);
     ngx_http_chathistory_pg_conn_close(pc);
 
     if (connected) {
         return;
     }
+
+    ngx_http_chathistory_status_count(CH_STAT_DB_CONNECT_FAILURES);
 
     pool->backoff = ngx_max(pool->backoff * 2, CH_PG_BACKOFF_MIN);
     pool->backoff = ngx_min(pool->backoff, CH_PG_BACKOFF_MAX);
@@ -312,6 +324,8 @@ ngx_http_chathistory_pg_enqueue(ngx_http_chathistory_pg_query_t *q)
 
     ngx_queue_insert_tail(&pool->waiting, &q->queue);
     pool->nwaiting++;
+    ngx_http_chathistory_status_count(CH_STAT_DB_WAITS);
+    ngx_http_chathistory_status_pool(pool);
     q->waiting = 1;
 
     ngx_add_timer(&q->wait_timer, pool->conf->queue_timeout);
@@ -327,6 +341,7 @@ ngx_http_chathistory_pg_dequeue(ngx_http_chathistory_pg_query_t *q)
 
     ngx_queue_remove(&q->queue);
     ngx_http_chathistory_pg_pool->nwaiting--;
+    ngx_http_chathistory_status_pool(ngx_http_chathistory_pg_pool);
     q->waiting = 0;
 
     if (q->wait_timer.timer_set) {
@@ -376,6 +391,37 @@ ngx_http_chathistory_pg_failed_handler(ngx_event_t *ev)
 }
 
 
+static void
+ngx_http_chathistory_pg_count(ngx_http_chathistory_pg_failure_e failure,
+    PGresult *res)
+{
+    ngx_http_chathistory_stat_e  stat;
+
+    switch (failure) {
+
+    case NGX_HTTP_CHATHISTORY_PG_UNREACHABLE:
+        stat = CH_STAT_DB_UNREACHABLE;
+        break;
+
+    case NGX_HTTP_CHATHISTORY_PG_BUSY:
+        stat = CH_STAT_DB_BUSY;
+        break;
+
+    case NGX_HTTP_CHATHISTORY_PG_TIMEOUT:
+        stat = CH_STAT_DB_TIMEOUT;
+        break;
+
+    default:
+        stat = (res != NULL
+                && (PQresultStatus(res) == PGRES_TUPLES_OK
+                    || PQresultStatus(res) == PGRES_COMMAND_OK))
+               ? CH_STAT_DB_OK : CH_STAT_DB_ERROR;
+    }
+
+    ngx_http_chathistory_status_count(stat);
+}
+
+
 /* Hand the outcome to the request, then run what it posted. */
 void
 ngx_http_chathistory_pg_query_finish(ngx_http_chathistory_pg_query_t *q,
@@ -389,6 +435,8 @@ ngx_http_chathistory_pg_query_finish(ngx_http_chathistory_pg_query_t *q,
 
     q->done = 1;
     q->failure = failure;
+
+    ngx_http_chathistory_pg_count(failure, res);
 
     if (q->request == NULL) {
         q->handler(q, res);

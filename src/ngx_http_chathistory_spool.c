@@ -51,6 +51,7 @@ typedef struct {
     char                                *dir;
     ngx_pid_t                            pid;
     ngx_uint_t                           n;
+    ngx_uint_t                           total;   /* all spooled now */
     ngx_http_chathistory_spool_item_t    items[CH_SPOOL_BATCH];
 } ngx_http_chathistory_spool_scan_t;
 
@@ -241,16 +242,19 @@ ngx_http_chathistory_spool_written(ngx_event_t *ev)
                       "chathistory: message %s lost: the spool \"%s\" holds "
                       "its maximum of %ui messages", rec->id.text, w->dir,
                       w->max);
+        ngx_http_chathistory_status_count(CH_STAT_MESSAGE_LOST);
 
     } else if (w->err) {
         ngx_log_error(NGX_LOG_CRIT, rec->log, w->err,
                       "chathistory: message %s lost: writing \"%s\" failed",
                       rec->id.text, w->path);
+        ngx_http_chathistory_status_count(CH_STAT_MESSAGE_LOST);
 
     } else {
         ngx_log_error(NGX_LOG_WARN, rec->log, 0,
                       "chathistory: message %s spooled until the database "
                       "is back", rec->id.text);
+        ngx_http_chathistory_status_count(CH_STAT_MESSAGE_SPOOLED);
     }
 
     ngx_http_chathistory_record_free(rec);
@@ -438,15 +442,27 @@ ngx_http_chathistory_spool_scan_thread(void *data, ngx_log_t *log)
     ngx_http_chathistory_spool_scan_t  *scan = data;
 
     DIR            *d;
+    size_t          uuid_len;
     struct dirent  *de;
+
+    scan->total = 0;
 
     d = opendir(scan->dir);
     if (d == NULL) {
         return;
     }
 
-    while (scan->n < CH_SPOOL_BATCH && (de = readdir(d)) != NULL) {
-        (void) ngx_http_chathistory_spool_claim(scan, de->d_name);
+    /* read to the end: the spool's depth is a metric */
+    while ((de = readdir(d)) != NULL) {
+        if (!ngx_http_chathistory_spool_name(de->d_name, &uuid_len)) {
+            continue;
+        }
+
+        scan->total++;
+
+        if (scan->n < CH_SPOOL_BATCH) {
+            (void) ngx_http_chathistory_spool_claim(scan, de->d_name);
+        }
     }
 
     (void) closedir(d);
@@ -552,6 +568,8 @@ ngx_http_chathistory_spool_scanned(ngx_event_t *ev)
 
     ngx_http_chathistory_spool_busy = 0;
 
+    ngx_http_chathistory_status_spool(scan->total);
+
     for (i = 0; i < scan->n; i++) {
         ngx_http_chathistory_spool_replay(scan, &scan->items[i]);
         free(scan->items[i].data);
@@ -623,6 +641,7 @@ ngx_http_chathistory_spool_replay(ngx_http_chathistory_spool_scan_t *scan,
 
     ngx_log_error(NGX_LOG_INFO, rec->log, 0,
                   "chathistory: replaying spooled message %s", rec->id.text);
+    ngx_http_chathistory_status_count(CH_STAT_MESSAGE_REPLAYED);
 
     ngx_http_chathistory_record_store(rec);
 }

@@ -262,6 +262,21 @@ static const ngx_http_chathistory_statement_t  ngx_http_chathistory_sql[] = {
       "WHERE key_hash = decode($1::text, 'hex') AND (last_used_at IS NULL "
       "OR last_used_at < now() - interval '1 minute')",
       1 },
+
+    /*
+     * the job queue for chathistory_status: each state read through its
+     * own partial index; the lag is the age of the oldest due job
+     */
+    { "chathistory_status_jobs",
+      "SELECT kind, 'queued', count(*), COALESCE(EXTRACT(epoch FROM now() "
+      "- min(run_at) FILTER (WHERE run_at <= now())), 0)::float8 "
+      "FROM jobs WHERE status = 'queued' GROUP BY kind "
+      "UNION ALL SELECT kind, 'running', count(*), 0 "
+      "FROM jobs WHERE status = 'running' GROUP BY kind "
+      "UNION ALL SELECT kind, 'failed', count(*), 0 "
+      "FROM jobs WHERE status = 'failed' GROUP BY kind "
+      "ORDER BY 1, 2",
+      0 },
 };
 
 
