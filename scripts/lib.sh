@@ -32,3 +32,19 @@ free_port() {
             or die "cannot bind: $!\n";
         print $s->sockport, "\n";'
 }
+
+# The Node.js tools of t/openapi.t (the linter and the checker's libraries), installed
+# with `npm ci` from t/openapi/package-lock.json unless they already match it.
+openapi_tools() {
+    local dir="$ROOT/t/openapi" stamp sum
+    stamp="$dir/node_modules/.chathistory-lock.sha256"
+    command -v npm >/dev/null || { warn "no npm: t/openapi.t will fail (scripts/deps)"; return 0; }
+    sum="$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)"
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$sum" ]]; then
+        return 0
+    fi
+    say "tools: npm ci (t/openapi: the OpenAPI linter and checker)"
+    (cd "$dir" && NO_UPDATE_NOTIFIER=1 quietly npm ci --ignore-scripts --no-audit --no-fund \
+        --loglevel=error)
+    printf '%s\n' "$sum" >"$stamp"
+}

@@ -108,7 +108,10 @@ ngx_http_chathistory_message_audio_send(ngx_http_request_t *r,
 
     rc = ngx_http_chathistory_message_audio_open(r, &path, &of);
     if (rc != NGX_OK) {
-        return rc;
+        return ngx_http_chathistory_send_error(r, rc,
+                                          rc == NGX_HTTP_NOT_FOUND
+                                          ? "the message has no audio"
+                                          : "the audio cannot be read");
     }
 
     r->headers_out.status = NGX_HTTP_OK;
@@ -183,15 +186,12 @@ ngx_http_chathistory_message_audio_open(ngx_http_request_t *r,
         ngx_log_error(NGX_LOG_CRIT, r->connection->log, of->err,
                       "chathistory: %s \"%V\" failed", of->failed,
                       path);
-        return ngx_http_chathistory_send_error(r,
-                                         NGX_HTTP_INTERNAL_SERVER_ERROR,
-                                         "the audio cannot be read");
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     /* the database knew it, the disk does not: removed behind our back */
     ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                   "chathistory: audio file \"%V\" is missing", path);
 
-    return ngx_http_chathistory_send_error(r, NGX_HTTP_NOT_FOUND,
-                                           "the message has no audio");
+    return NGX_HTTP_NOT_FOUND;
 }

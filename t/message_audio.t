@@ -102,6 +102,9 @@ GET /api/sessions/0190a000-0000-7000-8000-0000000000a1/messages/0190a000-0000-70
 {"error":{"code":"not_found","message":"the message has no audio"}}
 --- error_log
 is missing
+--- no_error_log
+[alert]
+[crit]
 
 
 
