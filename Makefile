@@ -57,8 +57,8 @@ $(MODULE_SO): $(BUILD)/nginx/objs/Makefile $(MODULE_SRC)
 
 $(WORKER): $(WORKER_SRC) $(WORKER_HDR)
 	mkdir -p $(BUILD)
-	$(CC) $(CFLAGS) $(WARN) -std=gnu11 -Isrc/common -I$(PG_INC) \
-	    $(shell pkg-config --cflags libcjson libcurl) \
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -std=gnu11 -Isrc/common -I$(PG_INC) \
+	    $(shell pkg-config --cflags libcjson libcurl) $(LDFLAGS) \
 	    -o $@ $(WORKER_SRC) -L$(PG_LIB) -lpq \
 	    $(shell pkg-config --libs libcjson libcurl) -lm
 
