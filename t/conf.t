@@ -55,7 +55,11 @@ EOF
 
 SKIP: {
     skip 'not root: conf/chathistory.conf logs to /var/log/nginx', 2 if $> != 0;
+    # nginx -t opens (creates) the access log: leave the machine as it was
+    my $log = '/var/log/nginx/chathistory.log';
+    my $had_log = -e $log;
     my ($ok, $out) = nginx_t("conf/production.conf");
+    unlink $log unless $had_log;
     ok($ok, "nginx -t accepts conf/chathistory.conf") or diag $out;
     like($out, qr/test is successful/, "and says so");
 }
