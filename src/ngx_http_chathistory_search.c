@@ -315,6 +315,10 @@ ngx_http_chathistory_search_times(ngx_http_request_t *r, cJSON *body,
     cJSON       *from, *to;
     int64_t      f, t;
 
+    /* set only when given; clang cannot tell they are then compared */
+    f = 0;
+    t = 0;
+
     from = cJSON_GetObjectItemCaseSensitive(body, "from");
     to = cJSON_GetObjectItemCaseSensitive(body, "to");
 
