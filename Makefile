@@ -94,7 +94,8 @@ FUZZ_CFLAGS   := -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer-no-link \
 FUZZ_NGX_LIB  := $(FUZZ_BUILD)/libnginx.a
 FUZZ_HELP_LIB := $(FUZZ_BUILD)/libfuzzhelp.a
 FUZZ_TARGETS  := $(patsubst fuzz/%.c,$(FUZZ_BUILD)/%,$(wildcard fuzz/fuzz_*.c))
-FUZZ_HELPERS  := $(patsubst fuzz/%.c,$(FUZZ_BUILD)/%.o,$(wildcard fuzz/harness_*.c))
+FUZZ_HELPERS  := $(patsubst fuzz/%.c,$(FUZZ_BUILD)/%.o,\
+                   $(wildcard fuzz/harness_*.c))
 FUZZ_INCS     := $(addprefix -I$(FUZZ_NGINX)/,src/core src/event \
                    src/event/modules src/os/unix objs src/http \
                    src/http/modules src/http/v2) \
@@ -132,7 +133,8 @@ $(FUZZ_HELP_LIB): $(FUZZ_HELPERS)
 $(FUZZ_BUILD)/fuzz_body $(FUZZ_BUILD)/fuzz_args: FUZZ_LDFLAGS := \
     -Wl,--wrap=ngx_http_chathistory_api_query
 
-$(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c fuzz/harness.h $(FUZZ_HELP_LIB) $(FUZZ_NGX_LIB)
+$(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c fuzz/harness.h $(FUZZ_HELP_LIB) \
+                      $(FUZZ_NGX_LIB)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $(WARN) -Werror $(FUZZ_INCS) \
 	    -o $@ $< $(FUZZ_LDFLAGS) -Wl,--start-group $(FUZZ_HELP_LIB) \
 	    $(FUZZ_NGX_LIB) -Wl,--end-group $$(cat $(FUZZ_BUILD)/libs)
