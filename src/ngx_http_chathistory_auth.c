@@ -95,8 +95,6 @@ static ngx_int_t ngx_http_chathistory_auth_handler(ngx_http_request_t *r);
 static ngx_http_chathistory_auth_ctx_t *ngx_http_chathistory_auth_get_ctx(
     ngx_http_request_t *r);
 static void ngx_http_chathistory_auth_cleanup(void *data);
-static ngx_int_t ngx_http_chathistory_auth_key(ngx_http_request_t *r,
-    ngx_http_chathistory_auth_ctx_t *ctx, ngx_str_t *key);
 static ngx_int_t ngx_http_chathistory_auth_x_api_key(ngx_http_request_t *r,
     ngx_str_t *key);
 static ngx_int_t ngx_http_chathistory_auth_lookup(ngx_http_request_t *r,
@@ -222,6 +220,7 @@ static ngx_int_t
 ngx_http_chathistory_auth_handler(ngx_http_request_t *r)
 {
     ngx_str_t                              key;
+    ngx_uint_t                             invalid;
     ngx_pool_cleanup_t                    *cln;
     ngx_http_chathistory_auth_ctx_t       *ctx;
     ngx_http_chathistory_auth_loc_conf_t  *alcf;
@@ -261,7 +260,12 @@ ngx_http_chathistory_auth_handler(ngx_http_request_t *r)
 
     ngx_http_set_ctx(r, ctx, ngx_http_chathistory_auth_module);
 
-    if (ngx_http_chathistory_auth_key(r, ctx, &key) != NGX_OK) {
+    ctx->status = NGX_HTTP_UNAUTHORIZED;
+
+    if (ngx_http_chathistory_auth_key(r, &key, &ctx->error, &invalid)
+        != NGX_OK)
+    {
+        ctx->invalid_token = invalid ? 1 : 0;
         return ngx_http_chathistory_auth_refuse(r, ctx);
     }
 
@@ -333,19 +337,19 @@ ngx_http_chathistory_auth_cleanup(void *data)
 
 /*
  * The key from "Authorization: Bearer <key>" or "X-API-Key: <key>":
- * printable ASCII, at most CH_AUTH_KEY_MAX bytes.
+ * printable ASCII, at most CH_AUTH_KEY_MAX bytes.  Otherwise NGX_DECLINED,
+ * why in *error, and in *invalid_token whether a key was there but bad.
  */
-static ngx_int_t
-ngx_http_chathistory_auth_key(ngx_http_request_t *r,
-    ngx_http_chathistory_auth_ctx_t *ctx, ngx_str_t *key)
+ngx_int_t
+ngx_http_chathistory_auth_key(ngx_http_request_t *r, ngx_str_t *key,
+    const char **error, ngx_uint_t *invalid_token)
 {
     u_char           *p, *last;
     ngx_int_t         rc;
     ngx_table_elt_t  *h;
 
-    ctx->status = NGX_HTTP_UNAUTHORIZED;
-    ctx->invalid_token = 1;
-    ctx->error = "the API key is malformed";
+    *invalid_token = 1;
+    *error = "the API key is malformed";
 
     h = r->headers_in.authorization;
 
@@ -367,13 +371,13 @@ ngx_http_chathistory_auth_key(ngx_http_request_t *r,
         rc = ngx_http_chathistory_auth_x_api_key(r, key);
 
         if (rc == NGX_DECLINED && h != NULL) {
-            ctx->error = "the Authorization header is not a Bearer token";
+            *error = "the Authorization header is not a Bearer token";
             return NGX_DECLINED;
         }
 
         if (rc == NGX_DECLINED) {
-            ctx->error = "an API key is required";
-            ctx->invalid_token = 0;
+            *error = "an API key is required";
+            *invalid_token = 0;
             return NGX_DECLINED;
         }
 

@@ -315,6 +315,10 @@ ngx_http_chathistory_search_times(ngx_http_request_t *r, cJSON *body,
     cJSON       *from, *to;
     int64_t      f, t;
 
+    /* set only when given; clang cannot tell they are then compared */
+    f = 0;
+    t = 0;
+
     from = cJSON_GetObjectItemCaseSensitive(body, "from");
     to = cJSON_GetObjectItemCaseSensitive(body, "to");
 
@@ -355,9 +359,10 @@ ngx_http_chathistory_search_limit(ngx_http_request_t *r, cJSON *body,
     n = CH_SEARCH_DEFAULT;
 
     if (item != NULL && !cJSON_IsNull(item)) {
-        if (!cJSON_IsNumber(item) || item->valuedouble != (double) (int)
-                                                          item->valuedouble
-            || item->valuedouble < 1 || item->valuedouble > CH_SEARCH_MAX)
+        /* the range first: casting a larger double to int is undefined */
+        if (!cJSON_IsNumber(item)
+            || item->valuedouble < 1 || item->valuedouble > CH_SEARCH_MAX
+            || item->valuedouble != (double) (int) item->valuedouble)
         {
             return ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST,
                                  "limit must be an integer from 1 to 100");

@@ -13,6 +13,7 @@ static void ngx_http_chathistory_subtag_case(u_char *tag, size_t len,
     ngx_uint_t index, ngx_uint_t singleton);
 static ngx_uint_t ngx_http_chathistory_all(u_char *s, size_t len,
     int (*is)(int));
+static size_t ngx_http_chathistory_utf8_len(u_char *p, u_char *last);
 static ngx_int_t ngx_http_chathistory_digits(const char **p, ngx_uint_t n,
     ngx_int_t *value);
 static int64_t ngx_http_chathistory_days(ngx_int_t y, ngx_int_t m,
@@ -156,12 +157,16 @@ ngx_http_chathistory_all(u_char *s, size_t len, int (*is)(int))
 }
 
 
-/* Text that PostgreSQL will take: valid UTF-8, within a length. */
+/*
+ * Text that PostgreSQL will take: valid UTF-8, within a length.  Not
+ * ngx_utf8_decode(): it takes any byte above 0x7f as a continuation and
+ * lets surrogates through, and PostgreSQL refuses both.
+ */
 ngx_int_t
 ngx_http_chathistory_text_valid(const char *s, size_t max)
 {
     u_char  *p, *last;
-    size_t   len;
+    size_t   len, n;
 
     len = ngx_strlen(s);
 
@@ -178,12 +183,61 @@ ngx_http_chathistory_text_valid(const char *s, size_t max)
             continue;
         }
 
-        if (ngx_utf8_decode(&p, last - p) > 0x10ffff) {
+        n = ngx_http_chathistory_utf8_len(p, last);
+        if (n == 0) {
             return NGX_DECLINED;
         }
+
+        p += n;
     }
 
     return NGX_OK;
+}
+
+
+/* The length of the UTF-8 sequence at p (RFC 3629), 0 if it is not one. */
+static size_t
+ngx_http_chathistory_utf8_len(u_char *p, u_char *last)
+{
+    size_t    n, i;
+    uint32_t  c, min;
+
+    if (*p >= 0xc2 && *p <= 0xdf) {
+        n = 2;
+        min = 0x80;
+
+    } else if (*p >= 0xe0 && *p <= 0xef) {
+        n = 3;
+        min = 0x800;
+
+    } else if (*p >= 0xf0 && *p <= 0xf4) {
+        n = 4;
+        min = 0x10000;
+
+    } else {
+        return 0;
+    }
+
+    if ((size_t) (last - p) < n) {
+        return 0;
+    }
+
+    c = *p & (0x7f >> n);
+
+    for (i = 1; i < n; i++) {
+        if ((p[i] & 0xc0) != 0x80) {
+            return 0;
+        }
+
+        c = (c << 6) | (p[i] & 0x3f);
+    }
+
+    /* overlong forms, UTF-16 surrogates, beyond U+10FFFF */
+    if (c < min || (c >= 0xd800 && c <= 0xdfff) || c > 0x10ffff) {
+        return 0;
+    }
+
+    return n;
 }
 
 

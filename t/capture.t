@@ -66,6 +66,12 @@ our $Upstream = <<'_EOC_';
     location /api/ { chathistory_api; }
     location /db/ { proxy_pass http://127.0.0.1:$TEST_NGINX_DB_CONTROL_PORT/; }
 _EOC_
+# a UTF-16 surrogate in UTF-8 form: PostgreSQL refuses it (fuzz/regressions/record/)
+$Upstream .= qq{    location = /upstream/surrogate {
+        default_type application/json;
+        return 200 '{"transcript":"caf\xed\xa0\x80","translation":"x"}';
+    }
+};
 
 add_block_preprocessor(sub {
     my $block = shift;
@@ -218,7 +224,20 @@ not recorded: the upstream's answer has no transcript or no translation in it
 
 
 
-=== TEST 5: malformed JSON is passed on and not recorded
+=== TEST 5: a transcript that is not UTF-8 is passed on and not recorded
+--- request
+POST /pipeline/surrogate?session_id=0190a000-0000-7000-8000-0000000000c3
+--- error_code: 200
+--- response_body eval
+"{\"transcript\":\"caf\xed\xa0\x80\",\"translation\":\"x\"}"
+--- error_log
+not recorded: the upstream's answer has no transcript or no translation in it
+--- no_error_log
+[error]
+
+
+
+=== TEST 6: malformed JSON is passed on and not recorded
 --- request
 POST /pipeline/broken?session_id=0190a000-0000-7000-8000-0000000000c4
 --- error_code: 200
@@ -231,7 +250,7 @@ not recorded: the upstream's answer has malformed JSON
 
 
 
-=== TEST 6: an upstream error is passed on and not recorded
+=== TEST 7: an upstream error is passed on and not recorded
 --- request
 POST /pipeline/error?session_id=0190a000-0000-7000-8000-0000000000c5
 --- error_code: 500
@@ -244,7 +263,7 @@ not recording: the upstream did not answer 2xx
 
 
 
-=== TEST 7: an answer that is not JSON is passed on and not recorded
+=== TEST 8: an answer that is not JSON is passed on and not recorded
 --- request
 GET /pipeline/text?session_id=0190a000-0000-7000-8000-0000000000c6
 --- error_code: 200
@@ -258,7 +277,7 @@ not recording: the answer is not JSON
 
 
 
-=== TEST 8: an unknown session is not recorded
+=== TEST 9: an unknown session is not recorded
 --- request
 POST /pipeline/ok?session_id=0190a000-0000-7000-8000-00000000dead
 --- error_code: 200
@@ -270,7 +289,7 @@ not recording: the session does not exist
 
 
 
-=== TEST 9: a malformed session_id is not recorded
+=== TEST 10: a malformed session_id is not recorded
 --- request
 POST /pipeline/ok?session_id=c7
 --- error_code: 200
@@ -281,7 +300,7 @@ session_id is not a UUID, not recording
 
 
 
-=== TEST 10: with history off nginx behaves as without the module
+=== TEST 11: with history off nginx behaves as without the module
 --- http_config
     chathistory_history_enabled off;
 --- request
@@ -293,7 +312,7 @@ Content-Length: 146
 
 
 
-=== TEST 11: an answer over chathistory_capture_max_size is passed on and not recorded
+=== TEST 12: an answer over chathistory_capture_max_size is passed on and not recorded
 --- config
     location /pipeline/ {
         chathistory_capture on;
@@ -311,7 +330,7 @@ not recording: the answer is larger than chathistory_capture_max_size
 
 
 
-=== TEST 12: a chunked answer that grows over the limit is not recorded
+=== TEST 13: a chunked answer that grows over the limit is not recorded
 --- config
     location /pipeline/ {
         chathistory_capture on;
@@ -334,7 +353,7 @@ is larger than chathistory_capture_max_size or went to a temporary file
 
 
 
-=== TEST 13: while the database is away, the message waits in the spool
+=== TEST 14: while the database is away, the message waits in the spool
 --- request eval
 [
 "POST /db/stop\n",
@@ -353,7 +372,7 @@ is larger than chathistory_capture_max_size or went to a temporary file
 
 
 
-=== TEST 14: the capture directive needs a spool
+=== TEST 15: the capture directive needs a spool
 --- http_config
 --- config
     location /p/ { chathistory_capture on; proxy_pass http://127.0.0.1:1/; }
@@ -365,7 +384,7 @@ GET /p/
 
 
 
-=== TEST 15: a WAV request of a session that keeps audio is stored as Ogg Opus
+=== TEST 16: a WAV request of a session that keeps audio is stored as Ogg Opus
 --- raw_request eval
 main::raw_post('b', 'audio/wav', 'pcm16-mono-16k.wav')
 --- error_code: 200
@@ -376,7 +395,7 @@ X-Chathistory-Message-Id: [0-9a-f-]{36}
 
 
 
-=== TEST 16: a multipart request's audio part is stored
+=== TEST 17: a multipart request's audio part is stored
 --- raw_request eval
 main::raw_post('c', 'multipart/form-data; boundary=audio-fixture-7f3a', 'multipart-one-wav.txt')
 --- error_code: 200
@@ -386,7 +405,7 @@ X-Chathistory-Message-Id: [0-9a-f-]{36}
 
 
 
-=== TEST 17: an Ogg Opus request is stored as it is
+=== TEST 18: an Ogg Opus request is stored as it is
 --- raw_request eval
 main::raw_post('d', 'audio/ogg', 'speech.opus')
 --- error_code: 200
@@ -394,7 +413,7 @@ main::raw_post('d', 'audio/ogg', 'speech.opus')
 
 
 
-=== TEST 18: broken audio: the message is recorded without it
+=== TEST 19: broken audio: the message is recorded without it
 --- raw_request eval
 main::raw_post('e', 'audio/wav', 'broken-truncated.wav')
 --- error_code: 200
@@ -408,7 +427,7 @@ recorded without audio: truncated
 
 
 
-=== TEST 19: a body nginx kept in a temporary file is stored too
+=== TEST 20: a body nginx kept in a temporary file is stored too
 --- config
     location /pipeline/ {
         chathistory_capture on;
@@ -426,7 +445,7 @@ a client request body is buffered to a temporary file
 
 
 
-=== TEST 20: the session and the message are variables, for access logs
+=== TEST 21: the session and the message are variables, for access logs
 --- config
     location /pipeline/ {
         chathistory_capture on;
@@ -441,7 +460,7 @@ X-Logged: 0190a000-0000-7000-8000-0000000000c0 [0-9a-f]{8}-[0-9a-f-]{27}
 
 
 
-=== TEST 21: a full spool loses the message, and says so loudly
+=== TEST 22: a full spool loses the message, and says so loudly
 --- http_config
     chathistory_spool_max_messages 0;
 --- init

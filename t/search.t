@@ -144,15 +144,20 @@ qr/^\{"data":\[\]\}$/,
 "POST /api/search\n{\"query\": \"a\", \"mode\": \"fuzzy\"}",
 "POST /api/search\n{\"query\": \"a\", \"session_id\": \"s1\"}",
 "POST /api/search\n{\"query\": \"a\", \"colour\": \"red\"}",
+"POST /api/search\n{\"query\": \"a\", \"limit\": 1e300}",
+"POST /api/search\n{\"query\": \"a\", \"limit\": -1e20}",
+"POST /api/search\n{\"query\": \"4\xcb\xce1\", \"mode\": \"keyword\"}",
 ]
 --- error_code eval
-[400, 400, 400, 400, 400, 400, 400, 400, 400, 400, 400, 400, 400]
+[400, 400, 400, 400, 400, 400, 400, 400, 400, 400, 400, 400, 400, 400, 400,
+ 400]
 --- response_body_like eval
 [
 qr/query is required/, qr/query must be a text/, qr/query must be a text/,
 qr/RFC 3339/, qr/RFC 3339/, qr/from is after to/, qr/BCP 47/,
 qr/limit must be/, qr/limit must be/, qr/limit must be/, qr/mode must be/,
 qr/session_id must be a UUID/, qr/unknown field/,
+qr/limit must be/, qr/limit must be/, qr/query must be a text/,
 ]
 
 

@@ -196,9 +196,14 @@ POST /api/sessions
 "POST /api/sessions\n{\"source_lang\": \"en\", \"target_lang\": \"es\", \"title\": 5}",
 "POST /api/sessions\n{\"source_lang\": \"en\", \"target_lang\": \"es\", \"title\": \"" . ("x" x 501) . "\"}",
 "POST /api/sessions\n{\"source_lang\": \"en\", \"target_lang\": \"es\", \"title\": \"\\udc00\"}",
+"POST /api/sessions\n{\"source_lang\": \"en\", \"target_lang\": \"es\", \"title\": \"\xed\xa0\x80\"}",
+"POST /api/sessions\n{\"source_lang\": \"en\", \"target_lang\": \"es\", \"title\": \"a\xcb\xceb\"}",
 ]
 --- error_code eval
-[400, 400, 400]
+[400, 400, 400, 400, 400]
+--- response_body_like eval
+[qr/title must be/, qr/title must be/, qr/invalid_request/, qr/title must be/,
+ qr/title must be/]
 
 
 

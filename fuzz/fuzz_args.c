@@ -1,0 +1,73 @@
+
+/*
+ * Fuzz target: the query arguments of the API's lists (?org_id=, ?order=,
+ * ?cursor=, ?limit=) through the handlers that read them.  The input's
+ * first byte picks the handler and /api or /v1, the rest is r->args.
+ */
+
+
+#include "harness.h"
+#include "ngx_http_chathistory_api.h"
+
+
+#define FUZZ_ORG  "0190a5c4-0000-7000-8000-0000000000aa"
+
+
+int
+LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    harness_init();
+    return 0;
+}
+
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    ngx_int_t                        rc;
+    ngx_http_request_t              *r;
+    ngx_http_chathistory_api_ctx_t  *ctx;
+
+    if (size < 1) {
+        return 0;
+    }
+
+    r = harness_request();
+    ctx = harness_api_ctx(r, (data[0] & 4) ? FUZZ_ORG : NULL);
+
+    r->args.len = size - 1;
+    r->args.data = ngx_pnalloc(r->pool, size - 1);
+    harness_check(r->args.data != NULL || size == 1);
+    ngx_memcpy(r->args.data, data + 1, size - 1);
+
+    ngx_memzero(&harness_query, sizeof(harness_query_t));
+
+    switch (data[0] & 3) {
+
+    case 0:
+        rc = ngx_http_chathistory_session_list(r);
+        break;
+
+    case 1:
+        rc = ngx_http_chathistory_message_list(r);
+        break;
+
+    default:
+        rc = ngx_http_chathistory_retention_get(r);
+    }
+
+    /* a statement went out, or the client is told why not */
+    if (rc == NGX_DONE) {
+        harness_check(harness_query.sent == 1);
+
+    } else {
+        harness_check(harness_query.sent == 0);
+        harness_check(rc >= NGX_HTTP_BAD_REQUEST);
+        harness_check(rc == NGX_HTTP_INTERNAL_SERVER_ERROR
+                      || ctx->error != NULL);
+    }
+
+    harness_request_free(r);
+
+    return 0;
+}
