@@ -20,7 +20,7 @@ use Time::HiRes qw(time sleep);
 
 our @EXPORT = qw(nginx_start nginx_stop nginx_pid nginx_log nginx_signal
                  load_start load_wait request_once raw_request psql_rows
-                 new_sessions backends wait_until slurp_file missing_messages
+                 new_sessions backends backend_answers wait_until slurp_file missing_messages
                  $ROOT);
 
 our $ROOT = abs_path(dirname(__FILE__) . '/../../..');
@@ -119,10 +119,12 @@ HTTP
 sub backend_http {
     my ($n) = @_;
     return <<"HTTP";
+    client_max_body_size 0;
     server {
         listen 127.0.0.1:$n->{port};
         location = /ok { return 200 "ok\\n"; }
         location = /answer {
+            access_log $n->{dir}/logs/answers.log;
             default_type application/json;
             return 200 '$ANSWER';
         }
@@ -170,6 +172,13 @@ END {
     }
 }
 
+# How many pipeline requests the backend answered.
+sub backend_answers {
+    my ($n) = @_;
+    my $log = slurp_file("$n->{dir}/logs/answers.log");
+    return scalar(() = $log =~ /\n/g);
+}
+
 # What nginx logged so far.
 sub nginx_log {
     my ($n) = @_;
@@ -182,6 +191,8 @@ sub nginx_log {
 # A request on a reused connection that the server had closed before
 # answering anything (a keep-alive race every HTTP client knows) is sent
 # again once on a new connection and counted as a retry, not a failure.
+# A request's { expect => 'text' }: a 2xx answer without it in its body
+# counts as status "BODY".
 # $o{interval}: seconds between the starts of a client's requests, at least.
 sub load_start {
     my (%o) = @_;
@@ -241,11 +252,15 @@ sub client_loop {
                             '-', $res->{error}), "\n";
         }
 
+        $res->{status} = 'BODY' if defined $r->{expect} && $res->{status}
+                                   && $res->{status} =~ /^2/
+                                   && index($res->{body}, $r->{expect}) < 0;
         print $out join("\t", sprintf('%.3f', $started), $r->{tag},
                         $res->{status} // 'ERR', $res->{msgid} // '-',
                         $res->{error} // '-'), "\n";
         $out->flush;
-        sleep $next - time if $next > time;
+        my $wait = $next - time;
+        sleep $wait if $wait > 0;
     }
     close $out;
 }
