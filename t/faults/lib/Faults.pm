@@ -31,8 +31,9 @@ my $module = $ENV{TEST_NGINX_LOAD_MODULES}
 my $parent = $$;
 my (@nginxes, @loads);
 
-# The pipeline's answer, as the backend gives it.
-our $ANSWER = '{"transcript":"good morning","translation":"bom dia",'
+# The pipeline's answer, as the backend gives it: the transcript ends with
+# the request's argument "say".
+our $ANSWER = '{"transcript":"good morning $arg_say","translation":"bom dia",'
               . '"stt_ms":120,"translate_ms":30,"tts_ms":400,'
               . '"model_used":"faults"}';
 
