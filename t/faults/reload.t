@@ -151,16 +151,6 @@ is backends($db, $app), 0, 'no database connection left behind';
 
 done_testing;
 
-# The pids of a process's children.
-sub children {
-    my ($ppid) = @_;
-    my @kids;
-    for my $stat (glob '/proc/[0-9]*/stat') {
-        my $line = slurp_file($stat) or next;
-        push @kids, $1 if $line =~ /^(\d+) \(.*\) \S (\d+) / && $2 == $ppid;
-    }
-    return @kids;
-}
 
 # A WAV of $seconds of a wobbling tone, 16 kHz mono 16-bit.
 sub long_wav {

@@ -20,7 +20,7 @@ use Time::HiRes qw(time sleep);
 
 our @EXPORT = qw(nginx_start nginx_stop nginx_pid nginx_log nginx_signal
                  load_start load_wait request_once raw_request psql_rows
-                 new_sessions backends backend_answers wait_until slurp_file missing_messages
+                 new_sessions backends backend_answers children wait_until slurp_file missing_messages
                  $ROOT);
 
 our $ROOT = abs_path(dirname(__FILE__) . '/../../..');
@@ -178,6 +178,18 @@ sub backend_answers {
     my ($n) = @_;
     my $log = slurp_file("$n->{dir}/logs/answers.log");
     return scalar(() = $log =~ /\n/g);
+}
+
+# The pids of a process's children (a master's workers; after USR2, the
+# new master too).
+sub children {
+    my ($ppid) = @_;
+    my @kids;
+    for my $stat (glob '/proc/[0-9]*/stat') {
+        my $line = slurp_file($stat) or next;
+        push @kids, $1 if $line =~ /^(\d+) \(.*\) \S (\d+) / && $2 == $ppid;
+    }
+    return @kids;
 }
 
 # What nginx logged so far.
