@@ -55,6 +55,11 @@ sub nginx_start {
     $o{log_level} //= 'warn';
     $o{$_} //= '' for qw(http server);
     my $load = $o{backend} ? '' : "load_module $module;";
+    # a binary upgrade starts nginx again with only the environment it was
+    # told to keep: the sanitizers' runtime and options (scripts/test
+    # --sanitize) must be among it
+    $load .= join '', map { "\nenv $_;" }
+             grep { defined $ENV{$_} } qw(LD_PRELOAD ASAN_OPTIONS LSAN_OPTIONS UBSAN_OPTIONS);
     my $http = $o{backend} ? backend_http($n) : module_http($n, \%o);
 
     open my $fh, '>', "$dir/nginx.conf" or die "$dir/nginx.conf: $!";
