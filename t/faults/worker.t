@@ -58,19 +58,15 @@ my $a = worker_bg({}, "$dir/a.log", @common);
 my $load = load_start(port => $nginx->{port}, clients => 2, seconds => 6,
                       interval => 0.05, pick => $pick);
 
-# SIGKILL the first worker while it holds a batch, and start it again
+# SIGKILL the first worker, three times, while it holds a batch, and start
+# it again each time
 my ($kills, $mid_batch) = (0, 0);
-my $end = time + 6;
-while (time < $end) {
+for (1 .. 3) {
     sleep 1;
-    my ($host_pid) = "%:$a";
-    my $running = sql("SELECT count(*) FROM jobs WHERE status = 'running'"
-                      . " AND locked_by LIKE '$host_pid'");
-    wait_until(1, sub { sql("SELECT count(*) FROM jobs WHERE status = 'running'"
-                            . " AND locked_by LIKE '$host_pid'") > 0 })
-        unless $running;
-    $running = sql("SELECT count(*) FROM jobs WHERE status = 'running'"
-                   . " AND locked_by LIKE '$host_pid'");
+    my $mine = "SELECT count(*) FROM jobs WHERE status = 'running'"
+               . " AND locked_by LIKE '%:$a'";
+    wait_until(5, sub { sql($mine) > 0 });
+    my $running = sql($mine);
     kill 'KILL', $a;
     wait_exit($a, 5);
     $kills++;
