@@ -165,6 +165,9 @@ sub nginx_stop {
     return 0;
 }
 
+# so that END stops nginx after a kill, a closed pipe or ^C too
+$SIG{$_} = sub { exit 1 } for qw(TERM INT HUP PIPE);
+
 END {
     local $?;
     return if $$ != $parent;
