@@ -10,6 +10,9 @@
 #include "chathistory_audio.h"
 
 
+#define CH_AUDIO_HOLD  60000
+
+
 typedef struct {
     ngx_http_chathistory_record_t  *rec;
     const u_char                   *body;
@@ -33,6 +36,8 @@ typedef struct {
 } ngx_http_chathistory_audio_unlink_t;
 
 
+static void ngx_http_chathistory_audio_hold(ngx_log_t *log);
+static void ngx_http_chathistory_audio_held(ngx_event_t *ev);
 static void ngx_http_chathistory_audio_thread(void *data, ngx_log_t *log);
 static u_char *ngx_http_chathistory_audio_read(
     ngx_http_chathistory_audio_task_t *t);
@@ -45,6 +50,11 @@ static char *ngx_http_chathistory_audio_path(ngx_pool_t *pool,
 static void ngx_http_chathistory_audio_unlink_thread(void *data,
     ngx_log_t *log);
 static void ngx_http_chathistory_audio_unlinked(ngx_event_t *ev);
+
+
+static ngx_uint_t        ngx_http_chathistory_audio_busy;
+static ngx_event_t       ngx_http_chathistory_audio_hold_event;
+static ngx_connection_t  ngx_http_chathistory_audio_dummy;
 
 
 void
@@ -87,6 +97,45 @@ ngx_http_chathistory_audio_store(ngx_http_chathistory_record_t *rec)
         || ngx_thread_task_post(rec->conf->thread_pool, task) != NGX_OK)
     {
         ngx_http_chathistory_record_store(rec);
+        return;
+    }
+
+    ngx_http_chathistory_audio_hold(rec->log);
+}
+
+
+/*
+ * A worker process that is shutting down exits as soon as only cancelable
+ * timers are left, and the completion of a task still in the thread pool
+ * never runs: its message would be lost. A timer that is not cancelable
+ * keeps the worker until the last encoding has come back.
+ */
+static void
+ngx_http_chathistory_audio_hold(ngx_log_t *log)
+{
+    ngx_event_t  *ev;
+
+    if (ngx_http_chathistory_audio_busy++) {
+        return;
+    }
+
+    ev = &ngx_http_chathistory_audio_hold_event;
+
+    /* timers log the fd of their event's connection */
+    ngx_http_chathistory_audio_dummy.fd = (ngx_socket_t) -1;
+    ev->data = &ngx_http_chathistory_audio_dummy;
+    ev->handler = ngx_http_chathistory_audio_held;
+    ev->log = log;
+
+    ngx_add_timer(ev, CH_AUDIO_HOLD);
+}
+
+
+static void
+ngx_http_chathistory_audio_held(ngx_event_t *ev)
+{
+    if (ngx_http_chathistory_audio_busy) {
+        ngx_add_timer(ev, CH_AUDIO_HOLD);
     }
 }
 
@@ -215,6 +264,12 @@ ngx_http_chathistory_audio_done(ngx_event_t *ev)
     ngx_http_chathistory_record_t  *rec;
 
     rec = t->rec;
+
+    if (--ngx_http_chathistory_audio_busy == 0
+        && ngx_http_chathistory_audio_hold_event.timer_set)
+    {
+        ngx_del_timer(&ngx_http_chathistory_audio_hold_event);
+    }
 
     if (!t->ok) {
         ngx_log_error(NGX_LOG_WARN, rec->log, 0,

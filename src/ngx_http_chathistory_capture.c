@@ -216,10 +216,16 @@ ngx_http_chathistory_capture_handler(ngx_http_request_t *r)
     conf = ngx_http_get_module_loc_conf(r, ngx_http_chathistory_capture_module);
     clcf = ngx_http_get_module_loc_conf(r, ngx_http_chathistory_module);
 
-    if (!conf->capture || !clcf->history_enabled || r != r->main
-        || ngx_http_get_module_ctx(r, ngx_http_chathistory_capture_module))
-    {
+    if (!conf->capture || !clcf->history_enabled || r != r->main) {
         return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_chathistory_capture_module);
+
+    if (ctx != NULL) {
+        /* a write event on the client's connection runs the phases again
+         * while the lookup is still out: the request keeps waiting */
+        return ctx->waiting ? NGX_DONE : NGX_DECLINED;
     }
 
     if (ngx_http_chathistory_arg(r, "session_id", &value) != NGX_OK) {
