@@ -26,9 +26,7 @@ typedef struct {
     char                           *tmp;
     char                           *data;
     size_t                          len;
-    ngx_uint_t                      max;
     int                             err;
-    unsigned                        full:1;
 } ngx_http_chathistory_spool_write_t;
 
 
@@ -61,7 +59,6 @@ static char *ngx_http_chathistory_spool_serialize(
 static void ngx_http_chathistory_spool_write_thread(void *data,
     ngx_log_t *log);
 static void ngx_http_chathistory_spool_written(ngx_event_t *ev);
-static ngx_uint_t ngx_http_chathistory_spool_count(const char *dir);
 static void ngx_http_chathistory_spool_move_thread(void *data, ngx_log_t *log);
 static void ngx_http_chathistory_spool_moved(ngx_event_t *ev);
 static void ngx_http_chathistory_spool_timer(ngx_event_t *ev);
@@ -85,6 +82,14 @@ static ngx_connection_t                   ngx_http_chathistory_spool_dummy;
 static ngx_thread_task_t                 *ngx_http_chathistory_spool_task;
 static ngx_uint_t                         ngx_http_chathistory_spool_busy;
 
+/*
+ * Messages in the spool as this process knows it: all of them at the last
+ * look (once a second), and its own since. Other processes' latest are
+ * not counted until the next look: the bound may be passed by what they
+ * spool in that second, never by more.
+ */
+static ngx_uint_t                         ngx_http_chathistory_spool_known;
+
 
 /* Keep a record the database could not take, or give a claim back. */
 void
@@ -104,6 +109,16 @@ ngx_http_chathistory_spool_write(ngx_http_chathistory_record_t *rec)
         return;
     }
 
+    if (ngx_http_chathistory_spool_known >= cmcf->spool_max) {
+        ngx_log_error(NGX_LOG_CRIT, rec->log, 0,
+                      "chathistory: message %s lost: the spool \"%V\" holds "
+                      "its maximum of %ui messages", rec->id.text,
+                      &cmcf->spool_path, cmcf->spool_max);
+        ngx_http_chathistory_status_count(CH_STAT_MESSAGE_LOST);
+        ngx_http_chathistory_record_free(rec);
+        return;
+    }
+
     task = ngx_thread_task_alloc(rec->pool,
                                  sizeof(ngx_http_chathistory_spool_write_t));
     if (task == NULL) {
@@ -112,7 +127,6 @@ ngx_http_chathistory_spool_write(ngx_http_chathistory_record_t *rec)
 
     w = task->ctx;
     w->rec = rec;
-    w->max = cmcf->spool_max;
     w->dir = (char *) cmcf->spool_path.data;
     w->path = ngx_http_chathistory_spool_path(rec->pool, &cmcf->spool_path,
                                               (char *) rec->id.text, ".json");
@@ -129,6 +143,7 @@ ngx_http_chathistory_spool_write(ngx_http_chathistory_record_t *rec)
     task->event.data = w;
 
     if (ngx_thread_task_post(cmcf->thread_pool, task) == NGX_OK) {
+        ngx_http_chathistory_spool_known++;
         return;
     }
 
@@ -184,11 +199,6 @@ ngx_http_chathistory_spool_write_thread(void *data, ngx_log_t *log)
     ssize_t  n;
     size_t   done;
 
-    if (ngx_http_chathistory_spool_count(w->dir) >= w->max) {
-        w->full = 1;
-        return;
-    }
-
     fd = open(w->tmp, O_WRONLY|O_CREAT|O_TRUNC|O_CLOEXEC, 0600);
     if (fd == -1) {
         w->err = errno;
@@ -237,14 +247,7 @@ ngx_http_chathistory_spool_written(ngx_event_t *ev)
 
     rec = w->rec;
 
-    if (w->full) {
-        ngx_log_error(NGX_LOG_CRIT, rec->log, 0,
-                      "chathistory: message %s lost: the spool \"%s\" holds "
-                      "its maximum of %ui messages", rec->id.text, w->dir,
-                      w->max);
-        ngx_http_chathistory_status_count(CH_STAT_MESSAGE_LOST);
-
-    } else if (w->err) {
+    if (w->err) {
         ngx_log_error(NGX_LOG_CRIT, rec->log, w->err,
                       "chathistory: message %s lost: writing \"%s\" failed",
                       rec->id.text, w->path);
@@ -258,29 +261,6 @@ ngx_http_chathistory_spool_written(ngx_event_t *ev)
     }
 
     ngx_http_chathistory_record_free(rec);
-}
-
-
-static ngx_uint_t
-ngx_http_chathistory_spool_count(const char *dir)
-{
-    DIR            *d;
-    ngx_uint_t      n;
-    struct dirent  *de;
-
-    d = opendir(dir);
-    if (d == NULL) {
-        return 0;
-    }
-
-    n = 0;
-    while ((de = readdir(d)) != NULL) {
-        n += ngx_http_chathistory_spool_name(de->d_name, NULL);
-    }
-
-    (void) closedir(d);
-
-    return n;
 }
 
 
@@ -568,6 +548,7 @@ ngx_http_chathistory_spool_scanned(ngx_event_t *ev)
 
     ngx_http_chathistory_spool_busy = 0;
 
+    ngx_http_chathistory_spool_known = scan->total;
     ngx_http_chathistory_status_spool(scan->total);
 
     for (i = 0; i < scan->n; i++) {
