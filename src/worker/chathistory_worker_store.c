@@ -94,12 +94,11 @@ chw_store_init(chw_store_t *st, PGconn *conn, const char *me,
 int
 chw_store_send(chw_store_t *st, chw_batch_t *b)
 {
-    int                  i, ok;
+    int                  i, ok, lengths[6];
     chw_job_t           *job;
     const char          *values[6];
-    chw_store_params_t   p;
     static const int     formats[6] = { 0, 0, 0, 0, 0, 1 };
-    int                  lengths[6];
+    chw_store_params_t   p;
 
     ok = 0;
 
@@ -224,7 +223,8 @@ chw_store_collect(chw_store_t *st)
  * The statement failed as a whole (nothing of it was written): each job
  * goes the way of a failed one, retried later, so that one bad row does not
  * hold the others for ever. Without a connection they stay running, and
- * their leases pass.
+ * their leases pass. (Two jobs of one message in two workers' batches can
+ * deadlock on its row; PostgreSQL cancels one statement, and this retries.)
  */
 static void
 chw_store_failed(chw_store_t *st, chw_batch_t *b, const char *error)
