@@ -102,9 +102,36 @@ typedef struct {
     int           attempts;
     int           max_attempts;
     int           rc;            /* CHW_OK, CHW_ERROR, CHW_ABORTED */
-    int           outcome;       /* set by chw_jobs_finish() */
+    int           outcome;       /* set when its end is written */
     char          error[256];
+
+    /* embed_message: the message, its text to embed, then its vector */
+    char          message_id[CHW_UUID_LEN + 1];
+    const char   *text;          /* NULL: not to be embedded (or gone) */
+    const float  *vec;           /* NULL: nothing to store */
 } chw_job_t;
+
+
+/* a claimed batch, from the claim until its outcome is written */
+typedef struct {
+    PGresult     *claimed;       /* the jobs' rows, which jobs[] point into */
+    PGresult     *messages;      /* the texts, which jobs[].text point into */
+    chw_job_t    *jobs;
+    int           n;
+    float        *vecs;          /* the embeddings jobs[].vec point into */
+} chw_batch_t;
+
+
+/* writes batches' outcomes: see chathistory_worker_store.c */
+typedef struct {
+    PGconn       *conn;
+    const char   *me;
+    const char   *model;
+    chw_config_t *cf;
+    int           dim;
+    Oid           vector_oid;    /* of messages.embedding: binary arrays */
+    chw_batch_t  *sent;          /* its statement sent, the answer unread */
+} chw_store_t;
 
 
 typedef enum {
@@ -154,15 +181,24 @@ int chw_log_reopen(chw_config_t *cf);
 
 /* chathistory_worker_jobs.c */
 int chw_jobs_claim(PGconn *conn, const char *me, double lease, int limit,
-    PGresult **res, chw_job_t **jobs);
+    chw_batch_t *b);
 int chw_jobs_finish(PGconn *conn, const char *me, chw_config_t *cf,
     chw_job_t *job);
 int chw_jobs_release(PGconn *conn, const char *me, chw_job_t *jobs, int n);
 int chw_jobs_next(PGconn *conn, double *wait, long long *pending);
+void chw_jobs_log_done(chw_job_t *job);
+void chw_jobs_log_lost(chw_job_t *job);
+void chw_batch_free(chw_batch_t *b);
 
 /* chathistory_worker_process.c */
-void chw_process_batch(PGconn *conn, chw_config_t *cf, chw_embedder_t *e,
-    chw_job_t *jobs, int n);
+void chw_process_read(PGconn *conn, chw_batch_t *b);
+void chw_process_batch(chw_config_t *cf, chw_embedder_t *e, chw_batch_t *b);
+
+/* chathistory_worker_store.c */
+int chw_store_init(chw_store_t *st, PGconn *conn, const char *me,
+    chw_config_t *cf, chw_embedder_t *e);
+int chw_store_send(chw_store_t *st, chw_batch_t *b);
+int chw_store_collect(chw_store_t *st);
 
 /* chathistory_worker_embed.c */
 chw_embedder_t *chw_embed_open(chw_config_t *cf, PGconn *conn);

@@ -64,20 +64,18 @@ static const char  chw_jobs_next_sql[] =
 
 
 /*
- * Claims up to limit due jobs (and those of workers whose lease passed);
- * *jobs points into *res, which the caller clears after finishing them.
+ * Claims up to limit due jobs (and those of workers whose lease passed)
+ * into b; b->jobs point into b->claimed, cleared by chw_batch_free().
  */
 int
 chw_jobs_claim(PGconn *conn, const char *me, double lease, int limit,
-    PGresult **res, chw_job_t **jobs)
+    chw_batch_t *b)
 {
-    int         i, n;
-    char        slease[32], slimit[16];
-    chw_job_t  *job;
-    const char *params[3];
-
-    *res = NULL;
-    *jobs = NULL;
+    int          i, n;
+    char         slease[32], slimit[16];
+    PGresult    *res;
+    chw_job_t   *job;
+    const char  *params[3];
 
     if (chw_pg_command(conn, chw_jobs_expire, 0, NULL) != CHW_OK) {
         return CHW_ERROR;
@@ -89,36 +87,39 @@ chw_jobs_claim(PGconn *conn, const char *me, double lease, int limit,
     params[1] = slease;
     params[2] = slimit;
 
-    *res = PQexecParams(conn, chw_jobs_claim_sql, 3, NULL, params, NULL, NULL,
-                        0);
+    res = PQexecParams(conn, chw_jobs_claim_sql, 3, NULL, params, NULL, NULL,
+                       0);
 
-    if (PQresultStatus(*res) != PGRES_TUPLES_OK) {
-        chw_pg_log_error(conn, *res, "cannot claim jobs", NULL, NULL);
-        PQclear(*res);
-        *res = NULL;
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        chw_pg_log_error(conn, res, "cannot claim jobs", NULL, NULL);
+        PQclear(res);
         return CHW_ERROR;
     }
 
-    n = PQntuples(*res);
+    b->claimed = res;
+
+    n = PQntuples(res);
     if (n == 0) {
         return 0;
     }
 
-    *jobs = calloc(n, sizeof(chw_job_t));
-    if (*jobs == NULL) {
+    b->jobs = calloc(n, sizeof(chw_job_t));
+    if (b->jobs == NULL) {
         chw_log(CHW_LOG_ERROR, "out of memory", NULL);
         return CHW_ERROR;
     }
 
     for (i = 0; i < n; i++) {
-        job = &(*jobs)[i];
-        job->id = strtoll(PQgetvalue(*res, i, 0), NULL, 10);
-        job->kind = PQgetvalue(*res, i, 1);
-        job->payload = PQgetvalue(*res, i, 2);
-        job->attempts = atoi(PQgetvalue(*res, i, 3));
-        job->max_attempts = atoi(PQgetvalue(*res, i, 4));
+        job = &b->jobs[i];
+        job->id = strtoll(PQgetvalue(res, i, 0), NULL, 10);
+        job->kind = PQgetvalue(res, i, 1);
+        job->payload = PQgetvalue(res, i, 2);
+        job->attempts = atoi(PQgetvalue(res, i, 3));
+        job->max_attempts = atoi(PQgetvalue(res, i, 4));
         job->rc = CHW_ERROR;
     }
+
+    b->n = n;
 
     return n;
 }
@@ -156,6 +157,8 @@ chw_jobs_finish(PGconn *conn, const char *me, chw_config_t *cf,
     if (PQresultStatus(res) != PGRES_COMMAND_OK
         && PQresultStatus(res) != PGRES_TUPLES_OK)
     {
+        /* still running: its lease passes and it is taken again */
+        job->outcome = CHW_JOB_LOST;
         chw_pg_log_error(conn, res, "cannot finish a job", "job", sid);
         PQclear(res);
         return CHW_ERROR;
@@ -166,14 +169,10 @@ chw_jobs_finish(PGconn *conn, const char *me, chw_config_t *cf,
     if ((job->rc == CHW_OK && strcmp(PQcmdTuples(res), "1") != 0)
         || status == NULL)
     {
-        job->outcome = CHW_JOB_LOST;
-        chw_log(CHW_LOG_WARN, "job lease lost, another worker has it",
-                "job", sid, "kind", job->kind, NULL);
+        chw_jobs_log_lost(job);
 
     } else if (job->rc == CHW_OK) {
-        job->outcome = CHW_JOB_DONE;
-        chw_log(CHW_LOG_INFO, "job done", "job", sid, "kind", job->kind,
-                "attempt", sattempt, NULL);
+        chw_jobs_log_done(job);
 
     } else {
         job->outcome = strcmp(status, "failed") == 0 ? CHW_JOB_FAILED
@@ -189,6 +188,48 @@ chw_jobs_finish(PGconn *conn, const char *me, chw_config_t *cf,
     PQclear(res);
 
     return CHW_OK;
+}
+
+
+void
+chw_jobs_log_done(chw_job_t *job)
+{
+    char  sid[32], sattempt[16];
+
+    snprintf(sid, sizeof(sid), "%lld", job->id);
+    snprintf(sattempt, sizeof(sattempt), "%d", job->attempts);
+
+    job->outcome = CHW_JOB_DONE;
+    chw_log(CHW_LOG_INFO, "job done", "job", sid, "kind", job->kind,
+            "attempt", sattempt, NULL);
+}
+
+
+void
+chw_jobs_log_lost(chw_job_t *job)
+{
+    char  sid[32];
+
+    snprintf(sid, sizeof(sid), "%lld", job->id);
+
+    job->outcome = CHW_JOB_LOST;
+    chw_log(CHW_LOG_WARN, "job lease lost, another worker has it",
+            "job", sid, "kind", job->kind, NULL);
+}
+
+
+void
+chw_batch_free(chw_batch_t *b)
+{
+    if (b == NULL) {
+        return;
+    }
+
+    PQclear(b->messages);
+    PQclear(b->claimed);
+    free(b->jobs);
+    free(b->vecs);
+    free(b);
 }
 
 

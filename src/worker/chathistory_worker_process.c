@@ -1,7 +1,8 @@
 
 /*
  * Doing a batch of claimed jobs: embed_message jobs together, as one
- * embedding request, then delete_audio jobs one by one.
+ * embedding request, then delete_audio jobs one by one. The vectors stay in
+ * the batch; chathistory_worker_store.c writes them.
  */
 
 
@@ -14,157 +15,127 @@
 #include "chathistory_worker.h"
 
 
-typedef struct {
-    chw_job_t    *job;
-    char          message_id[CHW_UUID_LEN + 1];
-    const char   *text;
-    int           row;        /* in the messages result, -1: gone */
-} chw_embed_item_t;
-
-
-static void chw_process_embed(PGconn *conn, chw_config_t *cf,
-    chw_embedder_t *e, chw_job_t *jobs, int n);
 static int chw_process_payload(chw_job_t *job, const char *key, char *id);
-static int chw_process_collect(chw_job_t *jobs, int n,
-    chw_embed_item_t *items);
-static PGresult *chw_process_messages(PGconn *conn, chw_embed_item_t *items,
-    int n);
-static int chw_process_texts(PGresult *res, chw_embed_item_t *items, int n,
-    const char **texts);
-static int chw_process_store(PGconn *conn, chw_embedder_t *e,
-    chw_embed_item_t *item, const float *vec);
+static void chw_process_embed(chw_embedder_t *e, chw_batch_t *b);
+static PGresult *chw_process_messages(PGconn *conn, chw_batch_t *b, int n);
+static void chw_process_texts(PGresult *res, chw_batch_t *b);
 static void chw_process_delete_audio(chw_config_t *cf, chw_job_t *job);
-static void chw_process_fail_all(chw_embed_item_t *items, int n, int rc,
-    const char *err);
+static void chw_process_fail_embeds(chw_batch_t *b, int rc, const char *err);
 
 
 static const char  chw_process_messages_sql[] =
     "SELECT id, concat_ws(E'\\n', nullif(source_text, ''), "
     "nullif(translated_text, '')) FROM messages WHERE id = ANY($1::uuid[])";
 
-static const char  chw_process_store_sql[] =
-    "UPDATE messages SET embedding = $2::vector, embedding_model = $3 "
-    "WHERE id = $1";
 
-
+/*
+ * The texts of the batch's embed_message jobs, read before the previous
+ * batch's write is sent: the connection is free only then. A message gone
+ * (its session deleted) leaves its job done with nothing to store.
+ */
 void
-chw_process_batch(PGconn *conn, chw_config_t *cf, chw_embedder_t *e,
-    chw_job_t *jobs, int n)
+chw_process_read(PGconn *conn, chw_batch_t *b)
 {
-    int  i;
+    int         i, m;
+    PGresult   *res;
+    chw_job_t  *job;
 
-    chw_process_embed(conn, cf, e, jobs, n);
+    for (i = 0, m = 0; i < b->n; i++) {
+        job = &b->jobs[i];
 
-    for (i = 0; i < n; i++) {
-        if (strcmp(jobs[i].kind, "delete_audio") == 0) {
-            chw_process_delete_audio(cf, &jobs[i]);
+        if (strcmp(job->kind, "embed_message") == 0
+            && chw_process_payload(job, "message_id", job->message_id)
+               == CHW_OK)
+        {
+            m++;
+        }
+    }
 
-        } else if (strcmp(jobs[i].kind, "embed_message") != 0) {
-            snprintf(jobs[i].error, sizeof(jobs[i].error),
-                     "unknown job kind \"%.64s\"", jobs[i].kind);
+    if (m == 0) {
+        return;
+    }
+
+    res = chw_process_messages(conn, b, m);
+    if (res == NULL) {
+        chw_process_fail_embeds(b, CHW_ERROR, "cannot read the messages");
+        return;
+    }
+
+    b->messages = res;
+    chw_process_texts(res, b);
+}
+
+
+/* embeds the texts as one request, then the other kinds one by one */
+void
+chw_process_batch(chw_config_t *cf, chw_embedder_t *e, chw_batch_t *b)
+{
+    int         i;
+    chw_job_t  *job;
+
+    chw_process_embed(e, b);
+
+    for (i = 0; i < b->n; i++) {
+        job = &b->jobs[i];
+
+        if (strcmp(job->kind, "delete_audio") == 0) {
+            chw_process_delete_audio(cf, job);
+
+        } else if (strcmp(job->kind, "embed_message") != 0) {
+            snprintf(job->error, sizeof(job->error),
+                     "unknown job kind \"%.64s\"", job->kind);
         }
     }
 }
 
 
 static void
-chw_process_embed(PGconn *conn, chw_config_t *cf, chw_embedder_t *e,
-    chw_job_t *jobs, int n)
+chw_process_embed(chw_embedder_t *e, chw_batch_t *b)
 {
-    int                i, m, t, dim, rc;
-    char               err[256];
-    float             *vecs;
-    PGresult          *res;
-    const char       **texts;
-    chw_embed_item_t  *items;
+    int           i, t, dim, rc;
+    char          err[256];
+    const char  **texts;
 
-    m = 0;
-    items = calloc(n, sizeof(chw_embed_item_t));
-    texts = calloc(n, sizeof(char *));
-    vecs = NULL;
-    res = NULL;
-
-    if (items == NULL || texts == NULL) {
-        goto failed;
+    for (i = 0, t = 0; i < b->n; i++) {
+        if (b->jobs[i].text != NULL) {
+            t++;
+        }
     }
 
-    m = chw_process_collect(jobs, n, items);
-    if (m == 0) {
-        goto done;
+    if (t == 0) {
+        return;
     }
 
-    res = chw_process_messages(conn, items, m);
-    if (res == NULL) {
-        chw_process_fail_all(items, m, CHW_ERROR, "cannot read the messages");
-        goto done;
-    }
-
-    t = chw_process_texts(res, items, m, texts);
     dim = chw_embed_dim(e);
+    texts = calloc(t, sizeof(char *));
+    b->vecs = malloc((size_t) t * dim * sizeof(float));
 
-    vecs = malloc((size_t) (t ? t : 1) * dim * sizeof(float));
-    if (vecs == NULL) {
-        goto failed;
+    if (texts == NULL || b->vecs == NULL) {
+        free(texts);
+        chw_log(CHW_LOG_ERROR, "out of memory", NULL);
+        chw_process_fail_embeds(b, CHW_ERROR, "out of memory");
+        return;
     }
 
-    rc = t ? chw_embed_documents(e, texts, t, vecs, err, sizeof(err))
-           : CHW_OK;
+    for (i = 0, t = 0; i < b->n; i++) {
+        if (b->jobs[i].text != NULL) {
+            texts[t++] = b->jobs[i].text;
+        }
+    }
+
+    rc = chw_embed_documents(e, texts, t, b->vecs, err, sizeof(err));
+    free(texts);
 
     if (rc != CHW_OK) {
-        chw_process_fail_all(items, m, rc, err);
-        goto done;
+        chw_process_fail_embeds(b, rc, err);
+        return;
     }
 
-    for (i = 0, t = 0; i < m; i++) {
-        if (items[i].row < 0) {
-            items[i].job->rc = CHW_OK;
-            continue;
+    for (i = 0, t = 0; i < b->n; i++) {
+        if (b->jobs[i].text != NULL) {
+            b->jobs[i].vec = b->vecs + (size_t) t++ * dim;
         }
-
-        items[i].job->rc = chw_process_store(conn, e, &items[i],
-                                             vecs + (size_t) t++ * dim);
     }
-
-    goto done;
-
-failed:
-
-    chw_log(CHW_LOG_ERROR, "out of memory", NULL);
-
-    if (items != NULL) {
-        chw_process_fail_all(items, m, CHW_ERROR, "out of memory");
-    }
-
-done:
-
-    PQclear(res);
-    free(vecs);
-    free(texts);
-    free(items);
-}
-
-
-/* the embed_message jobs and their message ids; a bad payload fails here */
-static int
-chw_process_collect(chw_job_t *jobs, int n, chw_embed_item_t *items)
-{
-    int  i, m;
-
-    for (i = 0, m = 0; i < n; i++) {
-        if (strcmp(jobs[i].kind, "embed_message") != 0) {
-            continue;
-        }
-
-        if (chw_process_payload(&jobs[i], "message_id",
-                                items[m].message_id) != CHW_OK)
-        {
-            continue;
-        }
-
-        items[m++].job = &jobs[i];
-    }
-
-    return m;
 }
 
 
@@ -192,7 +163,7 @@ chw_process_payload(chw_job_t *job, const char *key, char *id)
 
 
 static PGresult *
-chw_process_messages(PGconn *conn, chw_embed_item_t *items, int n)
+chw_process_messages(PGconn *conn, chw_batch_t *b, int n)
 {
     int          i;
     char        *array, *p;
@@ -207,8 +178,11 @@ chw_process_messages(PGconn *conn, chw_embed_item_t *items, int n)
     p = array;
     *p++ = '{';
 
-    for (i = 0; i < n; i++) {
-        p += sprintf(p, "%s%s", i ? "," : "", items[i].message_id);
+    for (i = 0; i < b->n; i++) {
+        if (b->jobs[i].message_id[0] != '\0') {
+            p += sprintf(p, "%s%s", p - array > 1 ? "," : "",
+                         b->jobs[i].message_id);
+        }
     }
 
     strcpy(p, "}");
@@ -228,70 +202,29 @@ chw_process_messages(PGconn *conn, chw_embed_item_t *items, int n)
 }
 
 
-/* matches items with rows; returns how many texts go to the embedder */
-static int
-chw_process_texts(PGresult *res, chw_embed_item_t *items, int n,
-    const char **texts)
+/* matches jobs with rows: a job without one is done, nothing to embed */
+static void
+chw_process_texts(PGresult *res, chw_batch_t *b)
 {
-    int  i, r, m;
+    int         i, r;
+    chw_job_t  *job;
 
-    m = 0;
+    for (i = 0; i < b->n; i++) {
+        job = &b->jobs[i];
 
-    for (i = 0; i < n; i++) {
-        items[i].row = -1;
+        if (job->message_id[0] == '\0') {
+            continue;
+        }
+
+        job->rc = CHW_OK;
 
         for (r = 0; r < PQntuples(res); r++) {
-            if (strcasecmp(PQgetvalue(res, r, 0), items[i].message_id) == 0) {
-                items[i].row = r;
-                items[i].text = PQgetvalue(res, r, 1);
-                texts[m++] = items[i].text;
+            if (strcasecmp(PQgetvalue(res, r, 0), job->message_id) == 0) {
+                job->text = PQgetvalue(res, r, 1);
                 break;
             }
         }
     }
-
-    return m;
-}
-
-
-static int
-chw_process_store(PGconn *conn, chw_embedder_t *e, chw_embed_item_t *item,
-    const float *vec)
-{
-    int          i, dim, rc;
-    char        *text, *p;
-    const char  *params[3];
-
-    dim = chw_embed_dim(e);
-
-    text = malloc((size_t) dim * 16 + 3);
-    if (text == NULL) {
-        snprintf(item->job->error, sizeof(item->job->error), "out of memory");
-        return CHW_ERROR;
-    }
-
-    p = text;
-    *p++ = '[';
-
-    for (i = 0; i < dim; i++) {
-        p += sprintf(p, "%s%.8g", i ? "," : "", (double) vec[i]);
-    }
-
-    strcpy(p, "]");
-
-    params[0] = item->message_id;
-    params[1] = text;
-    params[2] = chw_embed_model(e);
-
-    rc = chw_pg_command(conn, chw_process_store_sql, 3, params);
-    free(text);
-
-    if (rc != CHW_OK) {
-        snprintf(item->job->error, sizeof(item->job->error),
-                 "cannot store the embedding");
-    }
-
-    return rc;
 }
 
 
@@ -326,13 +259,23 @@ chw_process_delete_audio(chw_config_t *cf, chw_job_t *job)
 }
 
 
+/* the batch's embed_message jobs with a valid payload fail together */
 static void
-chw_process_fail_all(chw_embed_item_t *items, int n, int rc, const char *err)
+chw_process_fail_embeds(chw_batch_t *b, int rc, const char *err)
 {
-    int  i;
+    int         i;
+    chw_job_t  *job;
 
-    for (i = 0; i < n; i++) {
-        items[i].job->rc = rc;
-        snprintf(items[i].job->error, sizeof(items[i].job->error), "%s", err);
+    for (i = 0; i < b->n; i++) {
+        job = &b->jobs[i];
+
+        if (job->message_id[0] == '\0') {
+            continue;
+        }
+
+        job->rc = rc;
+        job->text = NULL;
+        job->vec = NULL;
+        snprintf(job->error, sizeof(job->error), "%s", err);
     }
 }

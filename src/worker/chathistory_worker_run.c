@@ -4,6 +4,11 @@
  * chathistory_jobs (or the poll interval, or the next job's due time), runs
  * the retention cleanup on its interval and logs stats. --drain exits once
  * no job is queued or running.
+ *
+ * Batches overlap: a batch's outcome is written (chathistory_worker_store.c)
+ * while the next batch is being embedded, so the database and the embedding
+ * server work at the same time. A worker that runs out of jobs NOTIFYs, so
+ * that workers waiting for the running jobs to end (--drain) look again.
  */
 
 
@@ -24,6 +29,9 @@ typedef struct {
     chw_config_t     *cf;
     PGconn           *conn;
     chw_embedder_t   *embedder;
+    chw_store_t       store;
+    chw_batch_t      *pending;      /* embedded, its outcome not written */
+    int               worked;       /* since the last NOTIFY */
     sigset_t          sigours;
     sigset_t          sigmask;
     char              me[128];
@@ -42,7 +50,9 @@ static int chw_run_start(chw_run_t *run);
 static int chw_run_probe(chw_run_t *run);
 static int chw_run_loop(chw_run_t *run);
 static int chw_run_batch(chw_run_t *run);
-static void chw_run_count(chw_run_t *run, chw_job_t *jobs, int n);
+static void chw_run_flush(chw_run_t *run);
+static void chw_run_written(chw_run_t *run, chw_batch_t *b);
+static void chw_run_notify(chw_run_t *run);
 static int chw_run_idle(chw_run_t *run);
 static int chw_run_wait(chw_run_t *run, double seconds);
 static void chw_run_timers(chw_run_t *run);
@@ -150,6 +160,13 @@ chw_run_start(chw_run_t *run)
         return CHW_ERROR;
     }
 
+    if (chw_store_init(&run->store, run->conn, run->me, run->cf,
+                       run->embedder)
+        != CHW_OK)
+    {
+        return CHW_ERROR;
+    }
+
     return chw_run_probe(run);
 }
 
@@ -225,63 +242,105 @@ chw_run_loop(chw_run_t *run)
             continue;
         }
 
-        if (n < (int) run->cf->batch_size && chw_run_idle(run) != CHW_OK) {
-            break;
+        if (n < (int) run->cf->batch_size) {
+            chw_run_flush(run);
+            chw_run_notify(run);
+
+            if (chw_run_idle(run) != CHW_OK) {
+                break;
+            }
         }
     }
 
+    /* SIGTERM: the batch in hand is finished, not dropped */
+    chw_run_flush(run);
     chw_run_stats(run);
 
     return CHW_OK;
 }
 
 
-/* claims and does one batch; the number of jobs, or CHW_ERROR */
+/*
+ * Claims a batch and reads its texts, sends the previous batch's outcome,
+ * embeds the new one meanwhile, then reads the answer to the previous one;
+ * the new batch waits for the next call (or chw_run_flush()). The number of
+ * jobs claimed, or CHW_ERROR.
+ */
 static int
 chw_run_batch(chw_run_t *run)
 {
-    int         i, n;
-    PGresult   *res;
-    chw_job_t  *jobs;
+    int           n, sent;
+    chw_batch_t  *b;
+
+    b = calloc(1, sizeof(chw_batch_t));
+    if (b == NULL) {
+        chw_log(CHW_LOG_ERROR, "out of memory", NULL);
+        chw_run_flush(run);
+        return CHW_ERROR;
+    }
 
     n = chw_jobs_claim(run->conn, run->me, run->cf->job_lease,
-                       (int) run->cf->batch_size, &res, &jobs);
+                       (int) run->cf->batch_size, b);
+
     if (n <= 0) {
-        PQclear(res);
+        chw_batch_free(b);
+        chw_run_flush(run);
         return n;
     }
 
-    chw_process_batch(run->conn, run->cf, run->embedder, jobs, n);
+    chw_process_read(run->conn, b);
 
-    for (i = 0; i < n; i++) {
-        if (jobs[i].rc == CHW_ABORTED) {
-            chw_jobs_release(run->conn, run->me, &jobs[i], 1);
-            continue;
-        }
+    sent = 0;
 
-        chw_jobs_finish(run->conn, run->me, run->cf, &jobs[i]);
+    if (run->pending != NULL) {
+        sent = chw_store_send(&run->store, run->pending) == CHW_OK;
     }
 
-    chw_run_count(run, jobs, n);
+    chw_process_batch(run->cf, run->embedder, b);
 
-    free(jobs);
-    PQclear(res);
+    if (run->pending != NULL) {
+        if (sent) {
+            chw_store_collect(&run->store);
+        }
+
+        chw_run_written(run, run->pending);
+    }
+
+    run->pending = b;
+    run->worked = 1;
 
     return n;
 }
 
 
+/* writes the pending batch's outcome and waits for it */
 static void
-chw_run_count(chw_run_t *run, chw_job_t *jobs, int n)
+chw_run_flush(chw_run_t *run)
+{
+    if (run->pending == NULL) {
+        return;
+    }
+
+    if (chw_store_send(&run->store, run->pending) == CHW_OK) {
+        chw_store_collect(&run->store);
+    }
+
+    chw_run_written(run, run->pending);
+}
+
+
+/* counts a written batch's outcomes and frees it */
+static void
+chw_run_written(chw_run_t *run, chw_batch_t *b)
 {
     int  i;
 
-    for (i = 0; i < n; i++) {
-        if (jobs[i].rc == CHW_ABORTED) {
+    for (i = 0; i < b->n; i++) {
+        if (b->jobs[i].rc == CHW_ABORTED) {
             continue;
         }
 
-        switch (jobs[i].outcome) {
+        switch (b->jobs[i].outcome) {
         case CHW_JOB_DONE:
             run->done++;
             break;
@@ -295,6 +354,31 @@ chw_run_count(chw_run_t *run, chw_job_t *jobs, int n)
             run->lost++;
         }
     }
+
+    if (run->pending == b) {
+        run->pending = NULL;
+    }
+
+    chw_batch_free(b);
+}
+
+
+/*
+ * Out of jobs after doing some: wakes the workers that wait for running
+ * jobs to end (--drain counts them as pending), ours included, which costs
+ * one more look at the queue.
+ */
+static void
+chw_run_notify(chw_run_t *run)
+{
+    if (!run->worked) {
+        return;
+    }
+
+    run->worked = 0;
+
+    chw_pg_command(run->conn, "SELECT pg_notify('" CHW_LISTEN_CHANNEL
+                   "', 'idle')", 0, NULL);
 }
 
 
@@ -339,7 +423,7 @@ chw_run_idle(chw_run_t *run)
 static int
 chw_run_wait(chw_run_t *run, double seconds)
 {
-    int              n, err;
+    int              n, err, woken;
     PGnotify        *note;
     struct pollfd    pfd;
     struct timespec  ts;
@@ -347,7 +431,15 @@ chw_run_wait(chw_run_t *run, double seconds)
     err = 0;
     sigprocmask(SIG_BLOCK, &run->sigours, NULL);
 
-    if (chw_stop || chw_reopen) {
+    /* NOTIFYs read along with other answers: the socket stays quiet */
+    woken = 0;
+
+    while ((note = PQnotifies(run->conn)) != NULL) {
+        PQfreemem(note);
+        woken = 1;
+    }
+
+    if (woken || chw_stop || chw_reopen) {
         n = 0;
 
     } else {
@@ -441,6 +533,7 @@ chw_run_stats(chw_run_t *run)
 static void
 chw_run_stop(chw_run_t *run)
 {
+    chw_batch_free(run->pending);
     chw_embed_close(run->embedder);
 
     if (run->conn != NULL) {

@@ -9,7 +9,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use ChwTest;
 use Test::More;
-use Time::HiRes qw(sleep);
+use Time::HiRes qw(sleep time);
 
 setup_db();
 my $dir = tmpdir();
@@ -43,6 +43,23 @@ subtest 'two workers, 400 jobs, each done exactly once' => sub {
     is $by[0][0], 2, 'both workers did some of the work';
 };
 
+subtest 'two workers --drain exit together, long before the poll' => sub {
+    make_messages(150);
+    my ($url) = fake_server('--delay', '0.05');
+    my @o = ('--embedding-provider', 'ollama', '--embedding-url', $url,
+             '--batch-size', '5', '--poll-interval', '60', 'run', '--drain');
+    my $t0 = time;
+    my $a = worker_bg({}, "$dir/drain-a.log", @o);
+    my $b = worker_bg({}, "$dir/drain-b.log", @o);
+    is wait_exit($a, 90), 0, 'first worker drained and exited';
+    is wait_exit($b, 90), 0, 'second worker drained and exited';
+    my $took = time - $t0;
+    # the one out of jobs first waits for the other's: woken by its NOTIFY
+    cmp_ok $took, '<', 30, sprintf('both out in %.1f s (poll 60 s)', $took);
+    is sql("SELECT count(*) FROM jobs WHERE status = 'done' AND attempts = 1"),
+        550, 'all jobs done once';
+};
+
 subtest 'NOTIFY wakes an idle worker; stats' => sub {
     my $log = "$dir/notify.log";
     my $pid = worker_bg({}, $log, '--poll-interval', '60',
@@ -52,7 +69,7 @@ subtest 'NOTIFY wakes an idle worker; stats' => sub {
     sleep 0.3;
     make_messages(3);
     ok wait_until(5, sub {
-        sql("SELECT count(*) FROM jobs WHERE status = 'done'") == 403 }),
+        sql("SELECT count(*) FROM jobs WHERE status = 'done'") == 553 }),
         'new jobs done at once, long before the poll interval';
     ok wait_until(5, sub { slurp($log) =~ /msg=stats .*queued=\d+ .*lag_ms=\d+/ }),
         'stats line with queue depth and lag';

@@ -42,7 +42,40 @@ is scalar(grep { $_->[2] ne $by_a } @rows), 5, 'by the second worker';
 is sql("SELECT count(*) FROM messages WHERE embedding IS NOT NULL"), 5,
     'every message embedded';
 
+subtest 'a worker whose lease passed stores nothing' => sub {
+    sql("DELETE FROM jobs");
+    make_messages(3, text => 'late');
+    my ($late) = fake_server('--delay', '6', '--delay-text', 'late');
+    my $log = "$dir/late.log";
+    my $pid = worker_bg({}, $log, '--embedding-provider', 'ollama',
+                        '--embedding-url', $late, '--embedding-model',
+                        'model-late', '--embedding-timeout', '30',
+                        '--job-lease', '2', '--batch-size', '10', 'run');
+    ok wait_until(15, sub {
+        sql("SELECT count(*) FROM jobs WHERE status = 'running'") == 3 }),
+        'the slow worker claimed the batch' or return;
+    my ($rc) = worker('--embedding-provider', 'ollama', '--embedding-url',
+                      $fast, '--embedding-model', 'model-quick',
+                      '--job-lease', '2', '--poll-interval', '0.2',
+                      'run', '--drain');
+    is $rc, 0, 'another worker took the jobs after the lease and did them';
+    ok wait_until(15, sub {
+        slurp($log) =~ /job lease lost/ }),
+        'the slow one finds its lease lost';
+    is stop($pid), 0, 'stopped';
+    my $text = slurp($log);
+    my $lost = () = $text =~ /msg="job lease lost/g;
+    is $lost, 3, 'for each job';
+    unlike $text, qr/msg="job done"/, 'and calls none done';
+    is sql("SELECT count(*) FROM messages WHERE source_text LIKE 'late%'"
+           . " AND embedding_model = 'model-quick'"), 3,
+        'the vectors are those of the worker holding the jobs';
+    is sql("SELECT count(*) FROM jobs WHERE status = 'done'"
+           . " AND attempts = 2"), 3, 'done once, on the second attempt';
+};
+
 subtest 'a dead worker on the last attempt: failed, not retaken' => sub {
+    sql("DELETE FROM jobs");
     make_messages(1, text => 'last');
     sql("UPDATE jobs SET status = 'running', attempts = max_attempts,"
         . " locked_by = 'ghost:1', locked_until = now() - interval '1 s'"

@@ -72,6 +72,18 @@ subtest 'a message deleted before its job runs: done' => sub {
     is $rc, 0, 'drained';
     is sql("SELECT count(*) FROM jobs WHERE status = 'done'"), 2,
         'nothing to do is done';
+
+    sql("DELETE FROM jobs");
+    my $gone = make_messages(3, text => 'gone');
+    make_messages(3, text => 'kept');
+    sql("DELETE FROM sessions WHERE id = '$gone'");
+    ($rc) = worker('run', '--drain');
+    is $rc, 0, 'a batch of gone and live messages: drained';
+    is sql("SELECT count(*) FROM jobs WHERE status = 'done'"), 6,
+        'every job done';
+    is sql("SELECT count(*) FROM messages WHERE source_text LIKE 'kept%'"
+           . " AND embedding_model = 'hash-v1'"), 3,
+        'the live messages embedded';
 };
 
 done_testing;
