@@ -60,6 +60,10 @@ sub nginx_start {
     # --sanitize) must be among it
     $load .= join '', map { "\nenv $_;" }
              grep { defined $ENV{$_} } qw(LD_PRELOAD ASAN_OPTIONS LSAN_OPTIONS UBSAN_OPTIONS);
+    # scripts/test --sanitize preloads the runtime through a wrapper, which the
+    # new binary is not started through: name it here
+    $load .= "\nenv \"LD_PRELOAD=$ENV{CHATHISTORY_SAN_PRELOAD}\";"
+        if $ENV{CHATHISTORY_SAN_PRELOAD} && !defined $ENV{LD_PRELOAD};
     my $http = $o{backend} ? backend_http($n) : module_http($n, \%o);
 
     open my $fh, '>', "$dir/nginx.conf" or die "$dir/nginx.conf: $!";
