@@ -71,15 +71,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         rc = ngx_http_chathistory_retention_set(r);
     }
 
-    if (rc == NGX_DONE) {
-        harness_check(harness_query.sent == 1);
-
-    } else {
-        harness_check(harness_query.sent == 0);
-        harness_check(rc >= NGX_HTTP_BAD_REQUEST);
-        harness_check(rc == NGX_HTTP_INTERNAL_SERVER_ERROR
-                      || ctx->error != NULL);
-    }
+    harness_check_answer(rc, ctx);
 
     harness_request_free(r);
 

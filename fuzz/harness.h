@@ -55,6 +55,9 @@ ngx_table_elt_t *harness_header(ngx_http_request_t *r, u_char *name,
 ngx_http_chathistory_api_ctx_t *harness_api_ctx(ngx_http_request_t *r,
     const char *scope_org);
 
+/* a handler's answer: its statement went out, or the client is told why */
+void harness_check_answer(ngx_int_t rc, ngx_http_chathistory_api_ctx_t *ctx);
+
 /* what PostgreSQL takes as UTF-8 text: RFC 3629, no surrogates, no NUL */
 ngx_int_t harness_utf8(const u_char *s, size_t len);
 

@@ -59,3 +59,17 @@ harness_api_ctx(ngx_http_request_t *r, const char *scope_org)
 
     return ctx;
 }
+
+
+void
+harness_check_answer(ngx_int_t rc, ngx_http_chathistory_api_ctx_t *ctx)
+{
+    if (rc == NGX_DONE) {
+        harness_check(harness_query.sent == 1);
+        return;
+    }
+
+    harness_check(harness_query.sent == 0);
+    harness_check(rc >= NGX_HTTP_BAD_REQUEST);
+    harness_check(rc == NGX_HTTP_INTERNAL_SERVER_ERROR || ctx->error != NULL);
+}
