@@ -210,18 +210,9 @@ ngx_module_t  ngx_http_chathistory_module = {
 };
 
 
-/* Metrics are kept wherever there is something to count or to show. */
 static ngx_int_t
 ngx_http_chathistory_postconfiguration(ngx_conf_t *cf)
 {
-    ngx_http_chathistory_main_conf_t  *cmcf;
-
-    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_chathistory_module);
-
-    if (cmcf->database_url.len == 0 && !cmcf->status_used) {
-        return NGX_OK;
-    }
-
     return ngx_http_chathistory_status_zone(cf);
 }
 

@@ -75,6 +75,7 @@ static u_char *ngx_http_chathistory_status_head(u_char *p, const char *name,
     const char *type, const char *help);
 
 
+static ngx_shm_zone_t                *ngx_http_chathistory_status_shm;
 static ngx_http_chathistory_stats_t  *ngx_http_chathistory_stats;
 static ngx_http_chathistory_status_worker_t
                                      *ngx_http_chathistory_status_self;
@@ -153,9 +154,20 @@ typedef char ngx_http_chathistory_metrics_complete[
 ngx_int_t
 ngx_http_chathistory_status_zone(ngx_conf_t *cf)
 {
-    ngx_shm_zone_t             *zone;
-    ngx_http_handler_pt        *h;
-    ngx_http_core_main_conf_t  *cmcf;
+    ngx_shm_zone_t                    *zone;
+    ngx_http_handler_pt               *h;
+    ngx_http_core_main_conf_t         *cmcf;
+    ngx_http_chathistory_main_conf_t  *chmcf;
+
+    /* a reload may leave nothing to count */
+    ngx_http_chathistory_status_shm = NULL;
+
+    chmcf = ngx_http_conf_get_module_main_conf(cf,
+                                               ngx_http_chathistory_module);
+
+    if (chmcf->database_url.len == 0 && !chmcf->status_used) {
+        return NGX_OK;
+    }
 
     zone = ngx_shared_memory_add(cf, &ngx_http_chathistory_status_zone_name,
                                  4 * ngx_pagesize
@@ -166,6 +178,7 @@ ngx_http_chathistory_status_zone(ngx_conf_t *cf)
     }
 
     zone->init = ngx_http_chathistory_status_zone_init;
+    ngx_http_chathistory_status_shm = zone;
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 
@@ -205,38 +218,11 @@ ngx_http_chathistory_status_zone_init(ngx_shm_zone_t *zone, void *data)
 ngx_int_t
 ngx_http_chathistory_status_init_process(ngx_cycle_t *cycle)
 {
-    ngx_uint_t       i;
-    ngx_shm_zone_t  *zone;
-    ngx_list_part_t *part;
-
-    part = &cycle->shared_memory.part;
-    zone = part->elts;
-
-    for (i = 0; /* void */ ; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                return NGX_OK;
-            }
-
-            part = part->next;
-            zone = part->elts;
-            i = 0;
-        }
-
-        if (zone[i].tag == &ngx_http_chathistory_module
-            && zone[i].shm.name.len
-               == ngx_http_chathistory_status_zone_name.len
-            && ngx_strncmp(zone[i].shm.name.data,
-                           ngx_http_chathistory_status_zone_name.data,
-                           zone[i].shm.name.len)
-               == 0)
-        {
-            break;
-        }
+    if (ngx_http_chathistory_status_shm == NULL) {
+        return NGX_OK;
     }
 
-    ngx_http_chathistory_stats = zone[i].data;
+    ngx_http_chathistory_stats = ngx_http_chathistory_status_shm->data;
 
     if (ngx_worker < CH_STATUS_WORKERS) {
         ngx_http_chathistory_status_self =

@@ -53,6 +53,7 @@ typedef enum {
 } ngx_http_chathistory_stat_e;
 
 
+/* the zone, wherever there is something to count or to show */
 ngx_int_t ngx_http_chathistory_status_zone(ngx_conf_t *cf);
 ngx_int_t ngx_http_chathistory_status_init_process(ngx_cycle_t *cycle);
 void ngx_http_chathistory_status_exit_process(ngx_cycle_t *cycle);
