@@ -165,16 +165,22 @@ INI
 
     my @run = ($as_root ? ("runuser", "-u", "postgres", "--") : (),
                "pgbouncer", "-d", "$dir/pgbouncer.ini");
-    system(@run) == 0 or die "cannot start pgbouncer\n";
+    system(@run) == 0 or Test::More::BAIL_OUT("cannot start pgbouncer");
 
-    for (1 .. 100) {
-        last if IO::Socket::INET->new(PeerAddr => "127.0.0.1:$listen");
+    # the daemon writes its pid file and opens its port in an order of
+    # its own, after the command has returned: wait for both
+    my $pid;
+    for (1 .. 200) {
+        $pid = read_pid("$dir/pgbouncer.pid");
+        last if $pid && IO::Socket::INET->new(PeerAddr => "127.0.0.1:$listen");
+        undef $pid;
         select undef, undef, undef, 0.05;
     }
 
+    # (a die would only become the section's text, in Test::Base's eval)
+    $pid or Test::More::BAIL_OUT("pgbouncer did not start within 10 s");
+
     # its pid now: the temporary directory may be gone by the END blocks
-    my $pid = read_pid("$dir/pgbouncer.pid")
-        or die "pgbouncer wrote no pid file\n";
     my $parent = $$;
     eval "END { local \$?; kill 'TERM', $pid if \$\$ == $parent }";
 
