@@ -127,7 +127,7 @@ for my $n (3 .. 9) {
 
 is(sql_eventually("SELECT count(*) FROM messages WHERE session_id = '${S}a'", 1, 10), 1,
    "the message of the outage was replayed from the spool");
-opendir my $dir, $spool;
+opendir(my $dir, $spool);
 is_deeply([grep { !/^\./ } readdir $dir], [], "and the spool is empty again");
 
 # The audio of sessions that keep it.
@@ -165,9 +165,9 @@ for my $case (['b', 'a WAV', 2557], ['c', 'a multipart body', 2557],
 }
 
 my ($bad_id, $bad_path) = audio_of('e');
-ok($bad_id && !defined $bad_path || $bad_path eq '',
+ok($bad_id && (!defined $bad_path || $bad_path eq ''),
    "a broken WAV leaves a message without audio");
-opendir my $adir, $audio;
+opendir(my $adir, $audio);
 is_deeply([sort grep { /\.tmp$/ } readdir $adir], [], "no temporary audio files are left");
 
 __DATA__
