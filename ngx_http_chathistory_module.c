@@ -36,6 +36,8 @@ static ngx_int_t ngx_http_chathistory_resolve_host(ngx_conf_t *cf,
 static char *ngx_http_chathistory_strdup(ngx_pool_t *pool, const char *s);
 static char *ngx_http_chathistory_api(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_chathistory_flush_bound(ngx_conf_t *cf, void *post,
+    void *data);
 
 
 static ngx_conf_num_bounds_t  ngx_http_chathistory_pool_bounds = {
@@ -44,6 +46,10 @@ static ngx_conf_num_bounds_t  ngx_http_chathistory_pool_bounds = {
 
 static ngx_conf_num_bounds_t  ngx_http_chathistory_queue_bounds = {
     ngx_conf_check_num_bounds, 0, 65536
+};
+
+static ngx_conf_post_t  ngx_http_chathistory_flush_post = {
+    ngx_http_chathistory_flush_bound
 };
 
 
@@ -111,6 +117,13 @@ static ngx_command_t  ngx_http_chathistory_commands[] = {
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_chathistory_main_conf_t, spool_max),
       NULL },
+
+    { ngx_string("chathistory_capture_flush"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_chathistory_main_conf_t, flush_interval),
+      &ngx_http_chathistory_flush_post },
 
     { ngx_string("chathistory_thread_pool"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -243,6 +256,7 @@ ngx_http_chathistory_create_main_conf(ngx_conf_t *cf)
     cmcf->query_timeout = NGX_CONF_UNSET_MSEC;
     cmcf->keepalive_timeout = NGX_CONF_UNSET_MSEC;
     cmcf->spool_max = NGX_CONF_UNSET_UINT;
+    cmcf->flush_interval = NGX_CONF_UNSET_MSEC;
 
     return cmcf;
 }
@@ -260,6 +274,7 @@ ngx_http_chathistory_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(cmcf->query_timeout, 10000);
     ngx_conf_init_msec_value(cmcf->keepalive_timeout, 60000);
     ngx_conf_init_uint_value(cmcf->spool_max, 10000);
+    ngx_conf_init_msec_value(cmcf->flush_interval, 10);
 
     if (cmcf->thread_pool_name.data == NULL) {
         ngx_str_set(&cmcf->thread_pool_name, "default");
@@ -269,6 +284,20 @@ ngx_http_chathistory_init_main_conf(ngx_conf_t *cf, void *conf)
         && ngx_conf_full_name(cf->cycle, &cmcf->spool_path, 0) != NGX_OK)
     {
         return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* A quitting worker waits for its last batch: not for long. */
+static char *
+ngx_http_chathistory_flush_bound(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_msec_t  *interval = data;
+
+    if (*interval > 1000) {
+        return "must not be longer than 1s";
     }
 
     return NGX_CONF_OK;
@@ -391,6 +420,7 @@ ngx_http_chathistory_init_process(ngx_cycle_t *cycle)
 static void
 ngx_http_chathistory_exit_process(ngx_cycle_t *cycle)
 {
+    ngx_http_chathistory_record_exit();
     ngx_http_chathistory_pg_pool_done(cycle);
     ngx_http_chathistory_status_exit_process(cycle);
 }

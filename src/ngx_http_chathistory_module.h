@@ -29,6 +29,7 @@ typedef struct {
     /* recording: where messages wait while the database is away */
     ngx_str_t                   spool_path;
     ngx_uint_t                  spool_max;
+    ngx_msec_t                  flush_interval;
     ngx_str_t                   thread_pool_name;
     ngx_thread_pool_t          *thread_pool;
     ngx_flag_t                  capture_used;

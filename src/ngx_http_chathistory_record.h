@@ -73,6 +73,7 @@ cJSON *ngx_http_chathistory_record_json(ngx_http_chathistory_record_t *rec);
 void ngx_http_chathistory_record_start(ngx_http_chathistory_record_t *rec);
 void ngx_http_chathistory_record_store(ngx_http_chathistory_record_t *rec);
 void ngx_http_chathistory_record_store_one(ngx_http_chathistory_record_t *rec);
+void ngx_http_chathistory_record_exit(void);
 void ngx_http_chathistory_record_missing(ngx_http_chathistory_record_t *rec);
 void ngx_http_chathistory_record_free(ngx_http_chathistory_record_t *rec);
 
@@ -84,6 +85,7 @@ void ngx_http_chathistory_audio_discard(ngx_http_chathistory_record_t *rec);
 ngx_int_t ngx_http_chathistory_spool_init(ngx_cycle_t *cycle,
     ngx_http_chathistory_main_conf_t *cmcf);
 void ngx_http_chathistory_spool_write(ngx_http_chathistory_record_t *rec);
+void ngx_http_chathistory_spool_exit(void);
 void ngx_http_chathistory_spool_move(ngx_http_chathistory_record_t *rec,
     const char *from, const char *to);
 void ngx_http_chathistory_spool_done(ngx_http_chathistory_record_t *rec,

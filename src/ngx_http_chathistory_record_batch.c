@@ -1,9 +1,11 @@
 
 /*
- * Records are written in batches: what one turn of the event loop
- * recorded goes to the database in one statement, one batch at a time per
- * worker process, so that recording takes one connection of the pool
- * however busy the pipeline is, and leaves the rest to the requests.
+ * Records are written in batches: what a worker process recorded within
+ * chathistory_capture_flush goes to the database in one statement, one
+ * batch at a time, so that recording takes one connection of the pool
+ * however busy the pipeline is, and leaves the rest to the requests. A
+ * statement and its answer per message would cost the worker more than
+ * the message: under load, the requests would wait for it.
  */
 
 
@@ -22,6 +24,8 @@ typedef struct {
 } ngx_http_chathistory_batch_t;
 
 
+static void ngx_http_chathistory_batch_schedule(
+    ngx_http_chathistory_main_conf_t *cmcf, ngx_log_t *log);
 static void ngx_http_chathistory_batch_flush(ngx_event_t *ev);
 static char *ngx_http_chathistory_batch_json(ngx_http_chathistory_batch_t *b);
 static void ngx_http_chathistory_batch_stored(
@@ -33,7 +37,7 @@ static void ngx_http_chathistory_batch_fail(ngx_http_chathistory_batch_t *b,
 static ngx_http_chathistory_record_t
     *ngx_http_chathistory_pending[CH_BATCH_MAX];
 static ngx_uint_t        ngx_http_chathistory_npending;
-static ngx_uint_t        ngx_http_chathistory_flushing;
+static ngx_http_chathistory_batch_t  *ngx_http_chathistory_flushing;
 static ngx_event_t       ngx_http_chathistory_flush_event;
 static ngx_connection_t  ngx_http_chathistory_flush_dummy;
 
@@ -41,8 +45,6 @@ static ngx_connection_t  ngx_http_chathistory_flush_dummy;
 void
 ngx_http_chathistory_record_store(ngx_http_chathistory_record_t *rec)
 {
-    ngx_event_t  *ev;
-
     if (ngx_http_chathistory_npending == CH_BATCH_MAX) {
         /* the database is far behind: the spool keeps it durably */
         ngx_http_chathistory_spool_write(rec);
@@ -51,17 +53,46 @@ ngx_http_chathistory_record_store(ngx_http_chathistory_record_t *rec)
 
     ngx_http_chathistory_pending[ngx_http_chathistory_npending++] = rec;
 
+    if (ngx_http_chathistory_npending == 1) {
+        ngx_http_chathistory_batch_schedule(rec->conf, rec->log);
+
+    } else if (ngx_http_chathistory_npending == CH_BATCH_MAX
+               && !ngx_http_chathistory_flushing)
+    {
+        /* a full batch waits for nothing more */
+        ngx_http_chathistory_batch_flush(&ngx_http_chathistory_flush_event);
+    }
+}
+
+
+/*
+ * The first record of a batch starts the wait for others. The timer is
+ * not cancelable: a worker that quits writes what it recorded first.
+ */
+static void
+ngx_http_chathistory_batch_schedule(ngx_http_chathistory_main_conf_t *cmcf,
+    ngx_log_t *log)
+{
+    ngx_event_t  *ev;
+
     ev = &ngx_http_chathistory_flush_event;
 
-    if (!ngx_http_chathistory_flushing && !ev->posted) {
-        ngx_http_chathistory_flush_dummy.fd = (ngx_socket_t) -1;
-        ev->data = &ngx_http_chathistory_flush_dummy;
-        ev->handler = ngx_http_chathistory_batch_flush;
-        ev->log = rec->log;
+    if (ev->timer_set || ev->posted) {
+        return;
+    }
 
+    ngx_http_chathistory_flush_dummy.fd = (ngx_socket_t) -1;
+    ev->data = &ngx_http_chathistory_flush_dummy;
+    ev->handler = ngx_http_chathistory_batch_flush;
+    ev->log = log;
+
+    if (cmcf->flush_interval == 0) {
         /* after this turn of the loop, with whatever else it recorded */
         ngx_post_event(ev, &ngx_posted_events);
+        return;
     }
+
+    ngx_add_timer(ev, cmcf->flush_interval);
 }
 
 
@@ -74,17 +105,32 @@ ngx_http_chathistory_batch_flush(ngx_event_t *ev)
     ngx_http_chathistory_pg_query_t  *q;
 
     if (ngx_http_chathistory_flushing || ngx_http_chathistory_npending == 0) {
+        /* when the batch in flight is written, its answer sends these */
         return;
+    }
+
+    if (ev->timer_set) {
+        ngx_del_timer(ev);
+    }
+
+    if (ev->posted) {
+        ngx_delete_posted_event(ev);
     }
 
     pool = ngx_create_pool(16384, ev->log);
-    if (pool == NULL) {
-        return;
-    }
+    b = pool ? ngx_palloc(pool, sizeof(ngx_http_chathistory_batch_t)) : NULL;
 
-    b = ngx_palloc(pool, sizeof(ngx_http_chathistory_batch_t));
     if (b == NULL) {
-        ngx_destroy_pool(pool);
+        if (pool) {
+            ngx_destroy_pool(pool);
+        }
+
+        /* no memory for a batch: the spool keeps them, one by one */
+        while (ngx_http_chathistory_npending) {
+            ngx_http_chathistory_spool_write(
+                ngx_http_chathistory_pending[--ngx_http_chathistory_npending]);
+        }
+
         return;
     }
 
@@ -109,7 +155,7 @@ ngx_http_chathistory_batch_flush(ngx_event_t *ev)
     q->values[0] = json;
     q->nparams = 1;
 
-    ngx_http_chathistory_flushing = 1;
+    ngx_http_chathistory_flushing = b;
 
     ngx_http_chathistory_pg_query_run(q);
 }
@@ -167,7 +213,7 @@ ngx_http_chathistory_batch_stored(ngx_http_chathistory_pg_query_t *q,
     ngx_uint_t                     i;
     ngx_http_chathistory_batch_t  *b = q->data;
 
-    ngx_http_chathistory_flushing = 0;
+    ngx_http_chathistory_flushing = NULL;
 
     if (res == NULL
         || (PQresultStatus(res) != PGRES_TUPLES_OK
@@ -188,6 +234,8 @@ ngx_http_chathistory_batch_stored(ngx_http_chathistory_pg_query_t *q,
         ngx_http_chathistory_batch_fail(b, 1);
 
     } else {
+        ngx_http_chathistory_status_count(CH_STAT_MESSAGE_BATCHES);
+
         for (i = 0; i < b->n; i++) {
             if (PQgetvalue(res, i, 1)[0] == 't') {
                 ngx_http_chathistory_status_count(CH_STAT_MESSAGE_STORED);
@@ -201,8 +249,12 @@ ngx_http_chathistory_batch_stored(ngx_http_chathistory_pg_query_t *q,
         ngx_destroy_pool(b->pool);
     }
 
-    /* what came while this batch was written goes next */
-    if (ngx_http_chathistory_npending) {
+    /* what came while this batch was written goes next, when it has
+     * waited long enough: its timer went off meanwhile */
+    if (ngx_http_chathistory_npending
+        && !ngx_http_chathistory_flush_event.timer_set
+        && !ngx_http_chathistory_flush_event.posted)
+    {
         ngx_http_chathistory_batch_flush(&ngx_http_chathistory_flush_event);
     }
 }
@@ -224,4 +276,36 @@ ngx_http_chathistory_batch_fail(ngx_http_chathistory_batch_t *b,
     }
 
     ngx_destroy_pool(b->pool);
+}
+
+
+/*
+ * The worker process is leaving without waiting for the database (nginx
+ * -s stop, or a single process told to quit): what it holds goes to the
+ * spool. The batch in flight may be written already: its replay finds
+ * its messages there and adds nothing.
+ */
+void
+ngx_http_chathistory_record_exit(void)
+{
+    ngx_uint_t                     i;
+    ngx_http_chathistory_batch_t  *b;
+
+    ngx_http_chathistory_spool_exit();
+
+    b = ngx_http_chathistory_flushing;
+    ngx_http_chathistory_flushing = NULL;
+
+    if (b != NULL) {
+        for (i = 0; i < b->n; i++) {
+            ngx_http_chathistory_spool_write(b->recs[i]);
+        }
+
+        ngx_destroy_pool(b->pool);
+    }
+
+    while (ngx_http_chathistory_npending) {
+        ngx_http_chathistory_spool_write(
+            ngx_http_chathistory_pending[--ngx_http_chathistory_npending]);
+    }
 }

@@ -61,6 +61,8 @@ static void ngx_http_chathistory_spool_write_thread(void *data,
 static void ngx_http_chathistory_spool_written(ngx_event_t *ev);
 static void ngx_http_chathistory_spool_move_thread(void *data, ngx_log_t *log);
 static void ngx_http_chathistory_spool_moved(ngx_event_t *ev);
+static ngx_int_t ngx_http_chathistory_spool_task_run(ngx_thread_pool_t *tp,
+    ngx_thread_task_t *task);
 static void ngx_http_chathistory_spool_timer(ngx_event_t *ev);
 static void ngx_http_chathistory_spool_scan_thread(void *data, ngx_log_t *log);
 static ngx_uint_t ngx_http_chathistory_spool_claim(
@@ -89,6 +91,9 @@ static ngx_uint_t                         ngx_http_chathistory_spool_busy;
  * spool in that second, never by more.
  */
 static ngx_uint_t                         ngx_http_chathistory_spool_known;
+
+/* the process is leaving: its thread pool is gone, files are written here */
+static ngx_uint_t                         ngx_http_chathistory_spool_inline;
 
 
 /* Keep a record the database could not take, or give a claim back. */
@@ -142,7 +147,9 @@ ngx_http_chathistory_spool_write(ngx_http_chathistory_record_t *rec)
     task->event.handler = ngx_http_chathistory_spool_written;
     task->event.data = w;
 
-    if (ngx_thread_task_post(cmcf->thread_pool, task) == NGX_OK) {
+    if (ngx_http_chathistory_spool_task_run(cmcf->thread_pool, task)
+        == NGX_OK)
+    {
         ngx_http_chathistory_spool_known++;
         return;
     }
@@ -318,9 +325,37 @@ ngx_http_chathistory_spool_move(ngx_http_chathistory_record_t *rec,
     task->event.handler = ngx_http_chathistory_spool_moved;
     task->event.data = m;
 
-    if (ngx_thread_task_post(rec->conf->thread_pool, task) != NGX_OK) {
+    if (ngx_http_chathistory_spool_task_run(rec->conf->thread_pool, task)
+        != NGX_OK)
+    {
         ngx_http_chathistory_record_free(rec);
     }
+}
+
+
+static ngx_int_t
+ngx_http_chathistory_spool_task_run(ngx_thread_pool_t *tp,
+    ngx_thread_task_t *task)
+{
+    if (!ngx_http_chathistory_spool_inline) {
+        return ngx_thread_task_post(tp, task);
+    }
+
+    task->handler(task->ctx, ngx_cycle->log);
+    task->event.handler(&task->event);
+
+    return NGX_OK;
+}
+
+
+/*
+ * The process is leaving with no turn of its event loop to spare: what it
+ * spools from now on is written at once, in the process itself.
+ */
+void
+ngx_http_chathistory_spool_exit(void)
+{
+    ngx_http_chathistory_spool_inline = 1;
 }
 
 

@@ -123,6 +123,10 @@ static const ngx_http_chathistory_metric_t  ngx_http_chathistory_metrics[] = {
     { NULL, NULL, NULL, "outcome=\"rejected\"" },
     { NULL, NULL, NULL, "outcome=\"lost\"" },
 
+    { "chathistory_message_batches_total", "counter",
+      "Statements that stored recorded messages, each a batch of them.",
+      "" },
+
     { "chathistory_audio_total", "counter",
       "Input audio of recorded messages, stored as Ogg Opus or skipped.",
       "outcome=\"stored\"" },
