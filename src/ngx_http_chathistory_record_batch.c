@@ -14,7 +14,14 @@
 #include "ngx_http_chathistory_statements.h"
 
 
-#define CH_BATCH_MAX  256
+#define CH_BATCH_MAX    256
+
+/*
+ * A statement's size, about: libpq's buffers grow to the largest message
+ * a connection carried and keep that size, on every connection of the
+ * pool.
+ */
+#define CH_BATCH_BYTES  65536
 
 
 typedef struct {
@@ -27,6 +34,7 @@ typedef struct {
 static void ngx_http_chathistory_batch_schedule(
     ngx_http_chathistory_main_conf_t *cmcf, ngx_log_t *log);
 static void ngx_http_chathistory_batch_flush(ngx_event_t *ev);
+static ngx_uint_t ngx_http_chathistory_batch_take(void);
 static char *ngx_http_chathistory_batch_json(ngx_http_chathistory_batch_t *b);
 static void ngx_http_chathistory_batch_stored(
     ngx_http_chathistory_pg_query_t *q, PGresult *res);
@@ -135,10 +143,16 @@ ngx_http_chathistory_batch_flush(ngx_event_t *ev)
     }
 
     b->pool = pool;
-    b->n = ngx_http_chathistory_npending;
+    b->n = ngx_http_chathistory_batch_take();
     ngx_memcpy(b->recs, ngx_http_chathistory_pending,
                b->n * sizeof(ngx_http_chathistory_record_t *));
-    ngx_http_chathistory_npending = 0;
+
+    /* the rest goes when this batch is answered */
+    ngx_http_chathistory_npending -= b->n;
+    ngx_memmove(ngx_http_chathistory_pending,
+                ngx_http_chathistory_pending + b->n,
+                ngx_http_chathistory_npending
+                * sizeof(ngx_http_chathistory_record_t *));
 
     json = ngx_http_chathistory_batch_json(b);
 
@@ -158,6 +172,37 @@ ngx_http_chathistory_batch_flush(ngx_event_t *ev)
     ngx_http_chathistory_flushing = b;
 
     ngx_http_chathistory_pg_query_run(q);
+}
+
+
+/* How many of the pending records make a statement of CH_BATCH_BYTES. */
+static ngx_uint_t
+ngx_http_chathistory_batch_take(void)
+{
+    size_t                          bytes;
+    ngx_uint_t                      n, i;
+    ngx_http_chathistory_record_t  *rec;
+
+    bytes = 0;
+
+    for (n = 0; n < ngx_http_chathistory_npending; /* void */) {
+        rec = ngx_http_chathistory_pending[n++];
+
+        /* the names, quotes and commas around the values */
+        bytes += 200;
+
+        for (i = 0; i < NGX_HTTP_CHATHISTORY_RECORD_FIELDS; i++) {
+            if (rec->values[i] != NULL) {
+                bytes += ngx_strlen(rec->values[i]);
+            }
+        }
+
+        if (bytes >= CH_BATCH_BYTES) {
+            break;
+        }
+    }
+
+    return n;
 }
 
 

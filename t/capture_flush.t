@@ -23,14 +23,21 @@ INSERT INTO sessions (id, org_id, source_lang, target_lang)
     SELECT '$S', id, 'en', 'fr' FROM organizations WHERE name = 'default';
 SQL
 
-our $Config = <<'_EOC_';
+# an answer of 20 KB (a file, too long for the configuration): four make
+# a statement, a fifth goes in a second
+our $Long = '{"transcript":"' . ('word ' x 4000) . '","translation":"bonjour","model_used":"m"}';
+our $Config = <<"_EOC_";
     location = /upstream/ok {
         default_type application/json;
         return 200 '{"transcript":"hello","translation":"bonjour","model_used":"m"}';
     }
+    location = /upstream/long {
+        default_type application/json;
+        alias html/long.json;
+    }
     location /pipeline/ {
         chathistory_capture on;
-        proxy_pass http://127.0.0.1:$TEST_NGINX_SERVER_PORT/upstream/;
+        proxy_pass http://127.0.0.1:\$TEST_NGINX_SERVER_PORT/upstream/;
     }
     location = /metrics { chathistory_status; }
 _EOC_
@@ -64,17 +71,18 @@ sub metrics {
 SKIP: {
 skip "valgrind mode stops nginx after every block", 4 if $ENV{TEST_NGINX_USE_VALGRIND};
 
-# The last block's three messages, written together once the interval
-# has passed.
+# The last block's five messages, all waiting when it asked: written once
+# the interval has passed, in statements of about 64 KB: two.
 my $metrics = '';
 for (1 .. 50) {
     $metrics = metrics();
-    last if (metric($metrics, 'chathistory_messages_total{outcome="stored"}') // 0) == 3;
+    last if (metric($metrics, 'chathistory_messages_total{outcome="stored"}') // 0) == 5;
     select undef, undef, undef, 0.1;
 }
-is(metric($metrics, 'chathistory_messages_total{outcome="stored"}'), 3,
-   "the three messages are stored after the interval");
-is(metric($metrics, 'chathistory_message_batches_total'), 1, "by one statement");
+is(metric($metrics, 'chathistory_messages_total{outcome="stored"}'), 5,
+   "the five messages are stored after the interval");
+is(metric($metrics, 'chathistory_message_batches_total'), 2,
+   "by two statements: four make about 64 KB, the fifth waits for their answer");
 
 # A message recorded just before nginx is told to quit is not left behind.
 my $res = HTTP::Tiny->new->get("http://127.0.0.1:" . server_port()
@@ -118,19 +126,16 @@ X-Chathistory-Message-Id: [0-9a-f-]{36}
 === TEST 3: within the interval, messages wait for each other
 --- http_config
 chathistory_capture_flush 1s;
+--- user_files eval
+[["long.json", $::Long]]
 --- request eval
-[
-    "GET /pipeline/ok?session_id=$::S",
-    "GET /pipeline/ok?session_id=$::S",
-    "GET /pipeline/ok?session_id=$::S",
-    "GET /metrics",
-]
+[ (map { "GET /pipeline/long?session_id=$::S" } 1 .. 5), "GET /metrics" ]
 --- error_code eval
-[200, 200, 200, 200]
+[ (200) x 6 ]
 --- response_body_like eval
 [
-    qr/bonjour/, qr/bonjour/, qr/bonjour/,
-    qr{(?ms)^chathistory_capture_total\{outcome="recorded"\} 3$
+    (qr/bonjour/) x 5,
+    qr{(?ms)^chathistory_capture_total\{outcome="recorded"\} 5$
 .*^chathistory_messages_total\{outcome="stored"\} 0$
 .*^chathistory_message_batches_total 0$}
 ]
