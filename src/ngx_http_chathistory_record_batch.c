@@ -40,6 +40,7 @@ static void ngx_http_chathistory_batch_stored(
     ngx_http_chathistory_pg_query_t *q, PGresult *res);
 static void ngx_http_chathistory_batch_fail(ngx_http_chathistory_batch_t *b,
     ngx_uint_t one_by_one);
+static void ngx_http_chathistory_batch_spool_pending(void);
 
 
 static ngx_http_chathistory_record_t
@@ -134,11 +135,7 @@ ngx_http_chathistory_batch_flush(ngx_event_t *ev)
         }
 
         /* no memory for a batch: the spool keeps them, one by one */
-        while (ngx_http_chathistory_npending) {
-            ngx_http_chathistory_spool_write(
-                ngx_http_chathistory_pending[--ngx_http_chathistory_npending]);
-        }
-
+        ngx_http_chathistory_batch_spool_pending();
         return;
     }
 
@@ -324,6 +321,16 @@ ngx_http_chathistory_batch_fail(ngx_http_chathistory_batch_t *b,
 }
 
 
+static void
+ngx_http_chathistory_batch_spool_pending(void)
+{
+    while (ngx_http_chathistory_npending) {
+        ngx_http_chathistory_spool_write(
+            ngx_http_chathistory_pending[--ngx_http_chathistory_npending]);
+    }
+}
+
+
 /*
  * The worker process is leaving without waiting for the database (nginx
  * -s stop, or a single process told to quit): what it holds goes to the
@@ -333,7 +340,6 @@ ngx_http_chathistory_batch_fail(ngx_http_chathistory_batch_t *b,
 void
 ngx_http_chathistory_record_exit(void)
 {
-    ngx_uint_t                     i;
     ngx_http_chathistory_batch_t  *b;
 
     ngx_http_chathistory_spool_exit();
@@ -342,15 +348,8 @@ ngx_http_chathistory_record_exit(void)
     ngx_http_chathistory_flushing = NULL;
 
     if (b != NULL) {
-        for (i = 0; i < b->n; i++) {
-            ngx_http_chathistory_spool_write(b->recs[i]);
-        }
-
-        ngx_destroy_pool(b->pool);
+        ngx_http_chathistory_batch_fail(b, 0);
     }
 
-    while (ngx_http_chathistory_npending) {
-        ngx_http_chathistory_spool_write(
-            ngx_http_chathistory_pending[--ngx_http_chathistory_npending]);
-    }
+    ngx_http_chathistory_batch_spool_pending();
 }
