@@ -10,9 +10,6 @@
 #include "ngx_http_chathistory_api.h"
 
 
-#define FUZZ_ORG  "0190a5c4-0000-7000-8000-0000000000aa"
-
-
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -33,7 +30,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     r = harness_request();
-    ctx = harness_api_ctx(r, (data[0] & 4) ? FUZZ_ORG : NULL);
+    ctx = harness_api_ctx(r, (data[0] & 4) ? HARNESS_ORG : NULL);
 
     r->args.len = size - 1;
     r->args.data = ngx_pnalloc(r->pool, size - 1);

@@ -11,9 +11,6 @@
 #include "ngx_http_chathistory_json.h"
 
 
-#define FUZZ_ORG  "0190a5c4-0000-7000-8000-0000000000aa"
-
-
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -36,7 +33,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     r = harness_request();
     r->method = NGX_HTTP_POST;
-    ctx = harness_api_ctx(r, (data[0] & 4) ? FUZZ_ORG : NULL);
+    ctx = harness_api_ctx(r, (data[0] & 4) ? HARNESS_ORG : NULL);
 
     /* the body in a buffer of its own size, as the router reads it */
     text.len = size - 1;

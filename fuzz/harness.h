@@ -17,6 +17,10 @@
 #include "ngx_http_chathistory_api.h"
 
 
+/* the organization a scoped (/v1) request belongs to */
+#define HARNESS_ORG  "0190a5c4-0000-7000-8000-0000000000aa"
+
+
 /* a broken invariant is a crash for libFuzzer, with the reason printed */
 #define harness_check(cond)                                                  \
     do {                                                                      \
