@@ -26,7 +26,10 @@
 
 typedef struct {
     ngx_pool_t                     *pool;
+    ngx_log_t                      *log;
+    char                           *json;
     ngx_uint_t                      n;
+    unsigned                        retried:1;
     ngx_http_chathistory_record_t  *recs[CH_BATCH_MAX];
 } ngx_http_chathistory_batch_t;
 
@@ -36,6 +39,9 @@ static void ngx_http_chathistory_batch_schedule(
 static void ngx_http_chathistory_batch_flush(ngx_event_t *ev);
 static ngx_uint_t ngx_http_chathistory_batch_take(void);
 static char *ngx_http_chathistory_batch_json(ngx_http_chathistory_batch_t *b);
+static void ngx_http_chathistory_batch_send(ngx_http_chathistory_batch_t *b);
+static ngx_uint_t ngx_http_chathistory_batch_retry(
+    ngx_http_chathistory_batch_t *b, PGresult *res);
 static void ngx_http_chathistory_batch_stored(
     ngx_http_chathistory_pg_query_t *q, PGresult *res);
 static void ngx_http_chathistory_batch_fail(ngx_http_chathistory_batch_t *b,
@@ -108,10 +114,8 @@ ngx_http_chathistory_batch_schedule(ngx_http_chathistory_main_conf_t *cmcf,
 static void
 ngx_http_chathistory_batch_flush(ngx_event_t *ev)
 {
-    char                             *json;
-    ngx_pool_t                       *pool;
-    ngx_http_chathistory_batch_t     *b;
-    ngx_http_chathistory_pg_query_t  *q;
+    ngx_pool_t                    *pool;
+    ngx_http_chathistory_batch_t  *b;
 
     if (ngx_http_chathistory_flushing || ngx_http_chathistory_npending == 0) {
         /* when the batch in flight is written, its answer sends these */
@@ -127,7 +131,7 @@ ngx_http_chathistory_batch_flush(ngx_event_t *ev)
     }
 
     pool = ngx_create_pool(16384, ev->log);
-    b = pool ? ngx_palloc(pool, sizeof(ngx_http_chathistory_batch_t)) : NULL;
+    b = pool ? ngx_pcalloc(pool, sizeof(ngx_http_chathistory_batch_t)) : NULL;
 
     if (b == NULL) {
         if (pool) {
@@ -140,6 +144,7 @@ ngx_http_chathistory_batch_flush(ngx_event_t *ev)
     }
 
     b->pool = pool;
+    b->log = ev->log;
     b->n = ngx_http_chathistory_batch_take();
     ngx_memcpy(b->recs, ngx_http_chathistory_pending,
                b->n * sizeof(ngx_http_chathistory_record_t *));
@@ -151,19 +156,31 @@ ngx_http_chathistory_batch_flush(ngx_event_t *ev)
                 ngx_http_chathistory_npending
                 * sizeof(ngx_http_chathistory_record_t *));
 
-    json = ngx_http_chathistory_batch_json(b);
+    b->json = ngx_http_chathistory_batch_json(b);
 
-    q = json ? ngx_http_chathistory_pg_query_alloc(pool, ev->log,
+    if (b->json == NULL) {
+        ngx_http_chathistory_batch_fail(b, 1);
+        return;
+    }
+
+    ngx_http_chathistory_batch_send(b);
+}
+
+
+static void
+ngx_http_chathistory_batch_send(ngx_http_chathistory_batch_t *b)
+{
+    ngx_http_chathistory_pg_query_t  *q;
+
+    q = ngx_http_chathistory_pg_query_alloc(b->pool, b->log,
                                NGX_HTTP_CHATHISTORY_SQL_MESSAGE_RECORD_BATCH,
-                               ngx_http_chathistory_batch_stored, b)
-             : NULL;
-
+                               ngx_http_chathistory_batch_stored, b);
     if (q == NULL) {
         ngx_http_chathistory_batch_fail(b, 1);
         return;
     }
 
-    q->values[0] = json;
+    q->values[0] = b->json;
     q->nparams = 1;
 
     ngx_http_chathistory_flushing = b;
@@ -257,6 +274,10 @@ ngx_http_chathistory_batch_stored(ngx_http_chathistory_pg_query_t *q,
 
     ngx_http_chathistory_flushing = NULL;
 
+    if (ngx_http_chathistory_batch_retry(b, res)) {
+        return;
+    }
+
     if (res == NULL
         || (PQresultStatus(res) != PGRES_TUPLES_OK
             && ngx_strncmp(ngx_http_chathistory_pg_sqlstate(res), "08", 2)
@@ -299,6 +320,42 @@ ngx_http_chathistory_batch_stored(ngx_http_chathistory_pg_query_t *q,
     {
         ngx_http_chathistory_batch_flush(&ngx_http_chathistory_flush_event);
     }
+}
+
+
+/*
+ * PostgreSQL aborted the batch to break a deadlock or a serialization
+ * conflict with another transaction: nothing is wrong with its messages,
+ * and the same statement, sent again, goes through once the other one is
+ * done. Once: a second conflict means something keeps crossing it, and
+ * the messages go one by one.
+ */
+static ngx_uint_t
+ngx_http_chathistory_batch_retry(ngx_http_chathistory_batch_t *b,
+    PGresult *res)
+{
+    const char  *state;
+
+    if (res == NULL || b->retried
+        || PQresultStatus(res) != PGRES_FATAL_ERROR)
+    {
+        return 0;
+    }
+
+    state = ngx_http_chathistory_pg_sqlstate(res);
+
+    if (ngx_strcmp(state, "40P01") != 0 && ngx_strcmp(state, "40001") != 0) {
+        return 0;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, b->log, 0,
+                  "chathistory: a batch of %ui messages was aborted, "
+                  "sending it again: %s", b->n, PQresultErrorMessage(res));
+
+    b->retried = 1;
+    ngx_http_chathistory_batch_send(b);
+
+    return 1;
 }
 
 
