@@ -58,6 +58,8 @@ struct ngx_http_chathistory_pg_query_s {
 
     unsigned                             waiting:1;
     unsigned                             done:1;
+    /* a batch of recorded messages: it runs on the pool's writer */
+    unsigned                             writer:1;
 };
 
 
@@ -82,6 +84,7 @@ struct ngx_http_chathistory_pg_conn_s {
     uint64_t                             prepared;  /* statement bitmap */
 
     unsigned                             reprepared:1;
+    unsigned                             idle:1;
 };
 
 
@@ -92,6 +95,8 @@ struct ngx_http_chathistory_pg_pool_s {
     ngx_queue_t                          idle;
     ngx_queue_t                          busy;
     ngx_queue_t                          waiting;
+    ngx_queue_t                          writer_waiting;
+    ngx_http_chathistory_pg_conn_t      *writer;
     ngx_uint_t                           nconns;
     ngx_uint_t                           nwaiting;
 

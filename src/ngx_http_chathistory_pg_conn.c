@@ -337,6 +337,11 @@ ngx_http_chathistory_pg_conn_send(ngx_http_chathistory_pg_conn_t *pc,
     pc->reprepared = 0;
     q->conn = pc;
 
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pc->connection->log, 0,
+                   "chathistory: \"%s\" on PostgreSQL backend %d",
+                   ngx_http_chathistory_statement(q->stmt)->name,
+                   PQbackendPID(pc->pgconn));
+
     pc->connection->read->cancelable = 0;
     ngx_add_timer(pc->connection->read, pc->pool->conf->query_timeout);
 

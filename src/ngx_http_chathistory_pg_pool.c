@@ -2,6 +2,12 @@
 /*
  * The worker process's pool of PostgreSQL connections, and the bounded
  * queue of queries that wait for one.
+ *
+ * Batches of recorded messages, statements of up to about 64 KB, run on
+ * one connection of the pool, its writer; other statements take the
+ * writer last. libpq keeps a connection's buffers at the size of the
+ * largest statement it sent: this way one connection's grow to a batch's
+ * size, not every connection's in turn.
  */
 
 
@@ -21,6 +27,12 @@ static void ngx_http_chathistory_pg_enqueue(
 static void ngx_http_chathistory_pg_dequeue(
     ngx_http_chathistory_pg_query_t *q);
 static ngx_int_t ngx_http_chathistory_pg_grow(
+    ngx_http_chathistory_pg_pool_t *pool);
+static ngx_http_chathistory_pg_conn_t *ngx_http_chathistory_pg_pick(
+    ngx_http_chathistory_pg_pool_t *pool, ngx_http_chathistory_pg_query_t *q);
+static ngx_http_chathistory_pg_query_t *ngx_http_chathistory_pg_waiter(
+    ngx_http_chathistory_pg_pool_t *pool, ngx_http_chathistory_pg_conn_t *pc);
+static void ngx_http_chathistory_pg_writer_lost(
     ngx_http_chathistory_pg_pool_t *pool);
 static void ngx_http_chathistory_pg_count(
     ngx_http_chathistory_pg_failure_e failure, PGresult *res);
@@ -48,6 +60,7 @@ ngx_http_chathistory_pg_pool_init(ngx_cycle_t *cycle,
     ngx_queue_init(&pool->idle);
     ngx_queue_init(&pool->busy);
     ngx_queue_init(&pool->waiting);
+    ngx_queue_init(&pool->writer_waiting);
 
     ngx_http_chathistory_pg_pool = pool;
 
@@ -141,7 +154,6 @@ ngx_http_chathistory_pg_query_alloc(ngx_pool_t *pool, ngx_log_t *log,
 void
 ngx_http_chathistory_pg_query_run(ngx_http_chathistory_pg_query_t *q)
 {
-    ngx_queue_t                     *qu;
     ngx_http_chathistory_pg_conn_t  *pc;
     ngx_http_chathistory_pg_pool_t  *pool;
 
@@ -153,12 +165,13 @@ ngx_http_chathistory_pg_query_run(ngx_http_chathistory_pg_query_t *q)
         return;
     }
 
-    if (!ngx_queue_empty(&pool->idle)) {
-        qu = ngx_queue_head(&pool->idle);
-        ngx_queue_remove(qu);
-        ngx_queue_insert_tail(&pool->busy, qu);
+    pc = ngx_http_chathistory_pg_pick(pool, q);
 
-        pc = ngx_queue_data(qu, ngx_http_chathistory_pg_conn_t, queue);
+    if (pc != NULL) {
+        ngx_queue_remove(&pc->queue);
+        ngx_queue_insert_tail(&pool->busy, &pc->queue);
+        pc->idle = 0;
+
         ngx_http_chathistory_status_pool(pool);
         ngx_http_chathistory_pg_conn_send(pc, q);
         return;
@@ -174,7 +187,9 @@ ngx_http_chathistory_pg_query_run(ngx_http_chathistory_pg_query_t *q)
         return;
     }
 
-    if (pool->nconns < pool->conf->pool_size
+    /* a batch waits for the writer, if there is one: no new connection */
+    if ((!q->writer || pool->writer == NULL)
+        && pool->nconns < pool->conf->pool_size
         && ngx_http_chathistory_pg_grow(pool) != NGX_OK)
     {
         if (pool->nconns == 0) {
@@ -185,6 +200,41 @@ ngx_http_chathistory_pg_query_run(ngx_http_chathistory_pg_query_t *q)
     }
 
     ngx_http_chathistory_pg_enqueue(q);
+}
+
+
+/*
+ * An idle connection for the query: a batch takes the writer (the first
+ * batch makes one), any other statement the most recently used connection
+ * but the writer, or the writer if no other is idle.
+ */
+static ngx_http_chathistory_pg_conn_t *
+ngx_http_chathistory_pg_pick(ngx_http_chathistory_pg_pool_t *pool,
+    ngx_http_chathistory_pg_query_t *q)
+{
+    ngx_queue_t                     *qu;
+    ngx_http_chathistory_pg_conn_t  *pc;
+
+    if (q->writer && pool->writer != NULL) {
+        return pool->writer->idle ? pool->writer : NULL;
+    }
+
+    for (qu = ngx_queue_head(&pool->idle);
+         qu != ngx_queue_sentinel(&pool->idle);
+         qu = ngx_queue_next(qu))
+    {
+        pc = ngx_queue_data(qu, ngx_http_chathistory_pg_conn_t, queue);
+
+        if (pc != pool->writer) {
+            if (q->writer) {
+                pool->writer = pc;
+            }
+
+            return pc;
+        }
+    }
+
+    return (pool->writer != NULL && pool->writer->idle) ? pool->writer : NULL;
 }
 
 
@@ -230,27 +280,59 @@ ngx_http_chathistory_pg_pool_connected(ngx_http_chathistory_pg_conn_t *pc)
 void
 ngx_http_chathistory_pg_pool_released(ngx_http_chathistory_pg_conn_t *pc)
 {
-    ngx_queue_t                      *qu;
     ngx_http_chathistory_pg_pool_t   *pool;
     ngx_http_chathistory_pg_query_t  *q;
 
     pool = pc->pool;
 
-    if (!ngx_queue_empty(&pool->waiting)) {
-        qu = ngx_queue_head(&pool->waiting);
-        q = ngx_queue_data(qu, ngx_http_chathistory_pg_query_t, queue);
+    q = ngx_http_chathistory_pg_waiter(pool, pc);
+
+    if (q != NULL) {
         ngx_http_chathistory_pg_dequeue(q);
+
+        if (q->writer) {
+            pool->writer = pc;
+        }
+
         ngx_http_chathistory_pg_conn_send(pc, q);
         return;
     }
 
     ngx_queue_remove(&pc->queue);
     ngx_queue_insert_head(&pool->idle, &pc->queue);
+    pc->idle = 1;
     ngx_http_chathistory_status_pool(pool);
 
     /* an idle connection does not hold a quitting worker back */
     pc->connection->read->cancelable = 1;
     ngx_add_timer(pc->connection->read, pool->conf->keepalive_timeout);
+}
+
+
+/*
+ * Who has waited longest for this connection: a batch waits for the
+ * writer (for any connection while there is none); any other statement
+ * takes any connection.
+ */
+static ngx_http_chathistory_pg_query_t *
+ngx_http_chathistory_pg_waiter(ngx_http_chathistory_pg_pool_t *pool,
+    ngx_http_chathistory_pg_conn_t *pc)
+{
+    ngx_queue_t  *qu;
+
+    if ((pc == pool->writer || pool->writer == NULL)
+        && !ngx_queue_empty(&pool->writer_waiting))
+    {
+        qu = ngx_queue_head(&pool->writer_waiting);
+
+    } else if (!ngx_queue_empty(&pool->waiting)) {
+        qu = ngx_queue_head(&pool->waiting);
+
+    } else {
+        return NULL;
+    }
+
+    return ngx_queue_data(qu, ngx_http_chathistory_pg_query_t, queue);
 }
 
 
@@ -260,6 +342,11 @@ ngx_http_chathistory_pg_pool_expired(ngx_http_chathistory_pg_conn_t *pc)
 {
     ngx_log_debug0(NGX_LOG_DEBUG_HTTP, pc->pool->log, 0,
                    "chathistory: closing an idle PostgreSQL connection");
+
+    if (pc == pc->pool->writer) {
+        /* idle: no batch waits for it */
+        pc->pool->writer = NULL;
+    }
 
     ngx_queue_remove(&pc->queue);
     pc->pool->nconns--;
@@ -273,14 +360,22 @@ void
 ngx_http_chathistory_pg_pool_failed(ngx_http_chathistory_pg_conn_t *pc,
     ngx_uint_t connected)
 {
+    ngx_uint_t                       writer;
     ngx_http_chathistory_pg_pool_t  *pool;
 
     pool = pc->pool;
+
+    writer = (pc == pool->writer);
 
     ngx_queue_remove(&pc->queue);
     pool->nconns--;
     ngx_http_chathistory_status_pool(pool);
     ngx_http_chathistory_pg_conn_close(pc);
+
+    if (writer) {
+        pool->writer = NULL;
+        ngx_http_chathistory_pg_writer_lost(pool);
+    }
 
     if (connected) {
         return;
@@ -299,14 +394,52 @@ ngx_http_chathistory_pg_pool_failed(ngx_http_chathistory_pg_conn_t *pc,
 }
 
 
+/*
+ * The writer broke while a batch waited for it: the batch takes another
+ * connection, or waits for the next one to be free.
+ */
+static void
+ngx_http_chathistory_pg_writer_lost(ngx_http_chathistory_pg_pool_t *pool)
+{
+    ngx_queue_t                      *qu;
+    ngx_http_chathistory_pg_conn_t   *pc;
+    ngx_http_chathistory_pg_query_t  *q;
+
+    if (ngx_queue_empty(&pool->writer_waiting)
+        || ngx_queue_empty(&pool->idle))
+    {
+        return;
+    }
+
+    qu = ngx_queue_head(&pool->writer_waiting);
+    q = ngx_queue_data(qu, ngx_http_chathistory_pg_query_t, queue);
+    ngx_http_chathistory_pg_dequeue(q);
+
+    qu = ngx_queue_head(&pool->idle);
+    pc = ngx_queue_data(qu, ngx_http_chathistory_pg_conn_t, queue);
+
+    ngx_queue_remove(qu);
+    ngx_queue_insert_tail(&pool->busy, qu);
+    pc->idle = 0;
+    pool->writer = pc;
+
+    ngx_http_chathistory_status_pool(pool);
+    ngx_http_chathistory_pg_conn_send(pc, q);
+}
+
+
 static void
 ngx_http_chathistory_pg_fail_waiting(ngx_http_chathistory_pg_pool_t *pool)
 {
     ngx_queue_t                      *qu;
     ngx_http_chathistory_pg_query_t  *q;
 
-    while (!ngx_queue_empty(&pool->waiting)) {
-        qu = ngx_queue_head(&pool->waiting);
+    while (!ngx_queue_empty(&pool->writer_waiting)
+           || !ngx_queue_empty(&pool->waiting))
+    {
+        qu = ngx_queue_empty(&pool->writer_waiting)
+             ? ngx_queue_head(&pool->waiting)
+             : ngx_queue_head(&pool->writer_waiting);
         q = ngx_queue_data(qu, ngx_http_chathistory_pg_query_t, queue);
         ngx_http_chathistory_pg_dequeue(q);
         ngx_http_chathistory_pg_query_finish(q, NULL,
@@ -322,7 +455,8 @@ ngx_http_chathistory_pg_enqueue(ngx_http_chathistory_pg_query_t *q)
 
     pool = ngx_http_chathistory_pg_pool;
 
-    ngx_queue_insert_tail(&pool->waiting, &q->queue);
+    ngx_queue_insert_tail(q->writer ? &pool->writer_waiting : &pool->waiting,
+                          &q->queue);
     pool->nwaiting++;
     ngx_http_chathistory_status_count(CH_STAT_DB_WAITS);
     ngx_http_chathistory_status_pool(pool);

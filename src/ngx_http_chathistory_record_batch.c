@@ -18,8 +18,8 @@
 
 /*
  * A statement's size, about: libpq's buffers grow to the largest message
- * a connection carried and keep that size, on every connection of the
- * pool.
+ * a connection carried and keep that size (batches run on one connection
+ * of the pool, its writer, for that reason).
  */
 #define CH_BATCH_BYTES  65536
 
@@ -182,6 +182,7 @@ ngx_http_chathistory_batch_send(ngx_http_chathistory_batch_t *b)
 
     q->values[0] = b->json;
     q->nparams = 1;
+    q->writer = 1;
 
     ngx_http_chathistory_flushing = b;
 
@@ -313,12 +314,13 @@ ngx_http_chathistory_batch_stored(ngx_http_chathistory_pg_query_t *q,
     }
 
     /* what came while this batch was written goes next, when it has
-     * waited long enough: its timer went off meanwhile */
+     * waited long enough (its timer went off meanwhile), and once this
+     * connection, the pool's writer, is back in the pool */
     if (ngx_http_chathistory_npending
         && !ngx_http_chathistory_flush_event.timer_set
         && !ngx_http_chathistory_flush_event.posted)
     {
-        ngx_http_chathistory_batch_flush(&ngx_http_chathistory_flush_event);
+        ngx_post_event(&ngx_http_chathistory_flush_event, &ngx_posted_events);
     }
 }
 

@@ -1,9 +1,11 @@
-# Batches and the locks of the sessions they count into. Each worker writes
-# its messages a batch at a time, one statement over many sessions, and
-# batches of several workers run at once: they take the sessions' rows in
-# one order (ids ascending), so that no two can deadlock; and a batch that
-# PostgreSQL aborts all the same (a deadlock with some other transaction)
-# is sent again whole, not written message by message.
+# Batches of recorded messages and the database. Each worker writes its
+# messages a batch at a time, one statement over many sessions, and batches
+# of several workers run at once: they take the sessions' rows in one order
+# (ids ascending), so that no two can deadlock; a batch that PostgreSQL
+# aborts all the same (a deadlock with some other transaction) is sent
+# again whole, not written message by message; and batches run on one
+# connection of the pool, its writer, while the API's statements take the
+# others.
 
 use strict;
 use warnings;
@@ -113,5 +115,42 @@ is((psql_rows($db, "SELECT count(*) FROM sessions WHERE id IN ('$a', '$b')"
                    . " AND message_count = 1"))[0][0], 2, "each counted once");
 nginx_stop($nginx);
 unlike(nginx_log($nginx), qr/\[(alert|emerg)\]|lost/, "no alert, nothing lost");
+
+# 3. Under load from four clients, half of it the API, half captured: the
+# pool opens several connections, and every batch runs on the same one.
+my @plain = new_sessions($db, 8);
+$nginx = nginx_start(db => $db, backend_port => $backend->{port}, workers => 1,
+                     log_level => 'debug',
+                     http => 'chathistory_database_pool_size 4;'
+                             . ' chathistory_capture_flush 5ms;');
+my $pick = sub {
+    my ($i, $c) = @_;
+    my $s = $plain[($i + $c) % @plain];
+    return $i % 2
+        ? { tag => 'api', expect => qq("id":"$s"),
+            req => "GET /api/sessions/$s HTTP/1.1\r\nHost: localhost\r\n\r\n" }
+        : { tag => 'pipeline',
+            req => "GET /pipeline?session_id=$s&say=$c.$i HTTP/1.1\r\nHost: localhost\r\n\r\n" };
+};
+my $load = load_start(port => $nginx->{port}, clients => 4, seconds => 3, pick => $pick);
+my $st = load_wait($load);
+my @answers = @{$st->{answers}};
+my @captured = map { $_->[3] } grep { $_->[1] eq 'pipeline' && $_->[3] ne '-' } @answers;
+ok(@answers > 100, "the load ran (" . scalar(@answers) . " requests)");
+is(scalar(grep { $_->[2] ne '200' } @answers), 0, "every request answered 200");
+is(missing_messages($db, \@captured, 10), 0, "every captured message is in the database");
+
+my (%batch, %other);
+for (split /\n/, nginx_log($nginx)) {
+    next unless /"(chathistory_\w+)" on PostgreSQL backend (\d+)/;
+    ($1 eq 'chathistory_message_record_batch' ? \%batch : \%other)->{$2}++;
+}
+my $batches = 0;
+$batches += $_ for values %batch;
+ok($batches >= 10, "the messages went in batches ($batches)");
+ok(keys %other >= 2, "the other statements ran on several connections ("
+                     . scalar(keys %other) . ")");
+is(scalar(keys %batch), 1, "every batch ran on the same connection");
+nginx_stop($nginx);
 
 done_testing();
