@@ -53,4 +53,8 @@ typedef struct {
 extern ngx_module_t  ngx_http_chathistory_module;
 
 
+/* the module worked: hand the memory it freed back to the system soon */
+void ngx_http_chathistory_memory_used(void);
+
+
 #endif /* _NGX_HTTP_CHATHISTORY_MODULE_H_INCLUDED_ */

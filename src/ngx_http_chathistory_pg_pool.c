@@ -571,6 +571,7 @@ ngx_http_chathistory_pg_query_finish(ngx_http_chathistory_pg_query_t *q,
     q->failure = failure;
 
     ngx_http_chathistory_pg_count(failure, res);
+    ngx_http_chathistory_memory_used();
 
     if (q->request == NULL) {
         q->handler(q, res);

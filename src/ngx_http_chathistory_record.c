@@ -6,10 +6,6 @@
  */
 
 
-#if (NGX_LINUX && defined __GLIBC__)
-#include <malloc.h>
-#endif
-
 #include "ngx_http_chathistory_record.h"
 #include "ngx_http_chathistory_pg.h"
 #include "ngx_http_chathistory_statements.h"
@@ -19,12 +15,8 @@
 /* a record and its texts, mostly: more comes in blocks of the same size */
 #define CH_RECORD_POOL_SIZE   1024
 
-/* records alive at once worth handing their memory back after */
-#define CH_RECORD_BURST       256
-
 
 static void ngx_http_chathistory_record_cleanup(void *data);
-static void ngx_http_chathistory_record_trim(void);
 static const char *ngx_http_chathistory_record_text(
     ngx_http_chathistory_record_t *rec, cJSON *json, const char *name,
     const char *alias);
@@ -34,11 +26,6 @@ static const char *ngx_http_chathistory_record_ms(
     ngx_http_chathistory_record_t *rec, cJSON *json, const char *name);
 static void ngx_http_chathistory_record_stored(
     ngx_http_chathistory_pg_query_t *q, PGresult *res);
-
-
-/* this worker's records now, and the most since the last trim */
-static ngx_uint_t  ngx_http_chathistory_records;
-static ngx_uint_t  ngx_http_chathistory_records_peak;
 
 
 ngx_http_chathistory_record_t *
@@ -69,10 +56,6 @@ ngx_http_chathistory_record_create(ngx_http_chathistory_main_conf_t *cmcf)
     cln->handler = ngx_http_chathistory_record_cleanup;
     cln->data = rec;
 
-    ngx_http_chathistory_records++;
-    ngx_http_chathistory_records_peak = ngx_max(ngx_http_chathistory_records_peak,
-                                                ngx_http_chathistory_records);
-
     return rec;
 }
 
@@ -92,34 +75,6 @@ void
 ngx_http_chathistory_record_free(ngx_http_chathistory_record_t *rec)
 {
     ngx_destroy_pool(rec->pool);
-
-    ngx_http_chathistory_records--;
-
-    if (ngx_http_chathistory_records_peak >= CH_RECORD_BURST
-        && ngx_http_chathistory_records <= ngx_http_chathistory_records_peak / 16)
-    {
-        ngx_http_chathistory_records_peak = ngx_http_chathistory_records;
-        ngx_http_chathistory_record_trim();
-    }
-}
-
-
-/*
- * A burst is over (the database fell behind, or was away, and records
- * piled up in the batches and the spool's queue): their memory was freed
- * among memory still in use, where free() cannot hand pages back. Hand
- * them back now, so that a worker's memory after a burst is what it was
- * before, not the burst's high-water mark for the rest of its life.
- */
-static void
-ngx_http_chathistory_record_trim(void)
-{
-#if (NGX_LINUX && defined __GLIBC__)
-    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
-                   "chathistory: records' burst over, trimming the heap");
-
-    (void) malloc_trim(0);
-#endif
 }
 
 

@@ -1,0 +1,77 @@
+
+/*
+ * A worker's freed memory, handed back to the system. glibc's free()
+ * returns memory to the kernel only from the top of the heap; what is
+ * freed below stays resident for the life of the process. After a burst
+ * (the database behind: records piling up in the batches and the spool's
+ * queue, requests waiting for a connection) a worker would keep the
+ * burst's high-water mark. So, like jemalloc's decay, the free pages go
+ * back some seconds after the module last worked, and every so often
+ * while it works: one malloc_trim() (tens of microseconds on a worker's
+ * heap of a few megabytes) at most every CH_MEMORY_TRIM_INTERVAL, and
+ * none while the worker is idle.
+ */
+
+
+#if (NGX_LINUX && defined __GLIBC__)
+#include <malloc.h>
+#endif
+
+#include "ngx_http_chathistory_module.h"
+
+
+#define CH_MEMORY_TRIM_INTERVAL  10000
+
+
+#if (NGX_LINUX && defined __GLIBC__)
+
+static void ngx_http_chathistory_memory_trim(ngx_event_t *ev);
+
+
+static ngx_event_t       ngx_http_chathistory_memory_event;
+static ngx_connection_t  ngx_http_chathistory_memory_dummy;
+
+
+void
+ngx_http_chathistory_memory_used(void)
+{
+    ngx_event_t  *ev;
+
+    ev = &ngx_http_chathistory_memory_event;
+
+    if (ev->timer_set) {
+        return;
+    }
+
+    if (ev->handler == NULL) {
+        ngx_http_chathistory_memory_dummy.fd = (ngx_socket_t) -1;
+        ev->data = &ngx_http_chathistory_memory_dummy;
+        ev->handler = ngx_http_chathistory_memory_trim;
+        ev->log = ngx_cycle->log;
+
+        /* a quitting worker does not wait for it */
+        ev->cancelable = 1;
+    }
+
+    ngx_add_timer(ev, CH_MEMORY_TRIM_INTERVAL);
+}
+
+
+static void
+ngx_http_chathistory_memory_trim(ngx_event_t *ev)
+{
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, ev->log, 0,
+                   "chathistory: handing free memory back");
+
+    (void) malloc_trim(0);
+}
+
+#else
+
+void
+ngx_http_chathistory_memory_used(void)
+{
+    /* other allocators return memory by themselves, or not at all */
+}
+
+#endif
