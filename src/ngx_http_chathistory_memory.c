@@ -47,11 +47,13 @@ ngx_http_chathistory_memory_used(void)
         ngx_http_chathistory_memory_dummy.fd = (ngx_socket_t) -1;
         ev->data = &ngx_http_chathistory_memory_dummy;
         ev->handler = ngx_http_chathistory_memory_trim;
-        ev->log = ngx_cycle->log;
 
         /* a quitting worker does not wait for it */
         ev->cancelable = 1;
     }
+
+    /* the cycle's, which a reload without a master process replaces */
+    ev->log = ngx_cycle->log;
 
     ngx_add_timer(ev, CH_MEMORY_TRIM_INTERVAL);
 }

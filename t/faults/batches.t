@@ -11,13 +11,16 @@ use strict;
 use warnings;
 
 use FindBin;
-use lib "$FindBin::Bin/lib";
+use lib "$FindBin::Bin/lib", "$FindBin::Bin/../worker/lib";
+use ChwTest qw(setup_db);
 use Faults;
 use Test::More;
 use Time::HiRes qw(sleep);
 
-my $db = $ENV{TEST_NGINX_DATABASE_URL};
-plan skip_all => 'run with scripts/test (TEST_NGINX_DATABASE_URL)' unless $db;
+# a database of its own: the sessions and messages it makes stay out of the
+# other suites' lists and searches
+my $db = setup_db();
+
 
 # psql in a child process, each argument a command of one session.
 sub psql_child {

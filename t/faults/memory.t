@@ -8,17 +8,19 @@ use strict;
 use warnings;
 
 use FindBin;
-use lib "$FindBin::Bin/lib";
+use lib "$FindBin::Bin/lib", "$FindBin::Bin/../worker/lib";
+use ChwTest qw(setup_db);
 use Faults;
 use Test::More;
 use Time::HiRes qw(sleep);
 
-my $db = $ENV{TEST_NGINX_DATABASE_URL};
-plan skip_all => 'run with scripts/test (TEST_NGINX_DATABASE_URL)' unless $db;
 plan skip_all => 'glibc only: other allocators return memory their own way'
     unless `ldd --version 2>&1` =~ /GNU libc|GLIBC/;
 plan skip_all => "the sanitizers' and valgrind's allocators keep freed memory by design"
     if $ENV{CHATHISTORY_SAN_PRELOAD} || $ENV{TEST_NGINX_USE_VALGRIND};
+
+# a database of its own: thousands of messages the other suites must not see
+my $db = setup_db();
 
 sub rss_anon {
     my ($pid) = @_;
