@@ -17,7 +17,7 @@ use Time::HiRes qw(sleep);
 plan skip_all => 'glibc only: other allocators return memory their own way'
     unless `ldd --version 2>&1` =~ /GNU libc|GLIBC/;
 plan skip_all => "the sanitizers' and valgrind's allocators keep freed memory by design"
-    if $ENV{CHATHISTORY_SAN_PRELOAD} || $ENV{TEST_NGINX_USE_VALGRIND};
+    if $ENV{ASAN_OPTIONS} || $ENV{TEST_NGINX_USE_VALGRIND};
 
 # a database of its own: thousands of messages the other suites must not see
 my $db = setup_db();
