@@ -98,6 +98,7 @@ struct ngx_http_chathistory_pg_pool_s {
     ngx_queue_t                          writer_waiting;
     ngx_http_chathistory_pg_conn_t      *writer;
     ngx_uint_t                           nconns;
+    ngx_uint_t                           nidle;
     ngx_uint_t                           nwaiting;
 
     ngx_msec_t                           backoff;

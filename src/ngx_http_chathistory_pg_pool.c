@@ -28,6 +28,8 @@ static void ngx_http_chathistory_pg_dequeue(
     ngx_http_chathistory_pg_query_t *q);
 static ngx_int_t ngx_http_chathistory_pg_grow(
     ngx_http_chathistory_pg_pool_t *pool);
+static void ngx_http_chathistory_pg_take(ngx_http_chathistory_pg_pool_t *pool,
+    ngx_http_chathistory_pg_conn_t *pc, ngx_http_chathistory_pg_query_t *q);
 static ngx_http_chathistory_pg_conn_t *ngx_http_chathistory_pg_pick(
     ngx_http_chathistory_pg_pool_t *pool, ngx_http_chathistory_pg_query_t *q);
 static ngx_http_chathistory_pg_query_t *ngx_http_chathistory_pg_waiter(
@@ -168,12 +170,7 @@ ngx_http_chathistory_pg_query_run(ngx_http_chathistory_pg_query_t *q)
     pc = ngx_http_chathistory_pg_pick(pool, q);
 
     if (pc != NULL) {
-        ngx_queue_remove(&pc->queue);
-        ngx_queue_insert_tail(&pool->busy, &pc->queue);
-        pc->idle = 0;
-
-        ngx_http_chathistory_status_pool(pool);
-        ngx_http_chathistory_pg_conn_send(pc, q);
+        ngx_http_chathistory_pg_take(pool, pc, q);
         return;
     }
 
@@ -203,6 +200,25 @@ ngx_http_chathistory_pg_query_run(ngx_http_chathistory_pg_query_t *q)
 }
 
 
+/* An idle connection goes to work. */
+static void
+ngx_http_chathistory_pg_take(ngx_http_chathistory_pg_pool_t *pool,
+    ngx_http_chathistory_pg_conn_t *pc, ngx_http_chathistory_pg_query_t *q)
+{
+    ngx_queue_remove(&pc->queue);
+    ngx_queue_insert_tail(&pool->busy, &pc->queue);
+    pc->idle = 0;
+    pool->nidle--;
+
+    if (q->writer) {
+        pool->writer = pc;
+    }
+
+    ngx_http_chathistory_status_pool(pool);
+    ngx_http_chathistory_pg_conn_send(pc, q);
+}
+
+
 /*
  * An idle connection for the query: a batch takes the writer (the first
  * batch makes one), any other statement the most recently used connection
@@ -226,10 +242,6 @@ ngx_http_chathistory_pg_pick(ngx_http_chathistory_pg_pool_t *pool,
         pc = ngx_queue_data(qu, ngx_http_chathistory_pg_conn_t, queue);
 
         if (pc != pool->writer) {
-            if (q->writer) {
-                pool->writer = pc;
-            }
-
             return pc;
         }
     }
@@ -301,6 +313,7 @@ ngx_http_chathistory_pg_pool_released(ngx_http_chathistory_pg_conn_t *pc)
     ngx_queue_remove(&pc->queue);
     ngx_queue_insert_head(&pool->idle, &pc->queue);
     pc->idle = 1;
+    pool->nidle++;
     ngx_http_chathistory_status_pool(pool);
 
     /* an idle connection does not hold a quitting worker back */
@@ -349,6 +362,7 @@ ngx_http_chathistory_pg_pool_expired(ngx_http_chathistory_pg_conn_t *pc)
     }
 
     ngx_queue_remove(&pc->queue);
+    pc->pool->nidle--;
     pc->pool->nconns--;
     ngx_http_chathistory_status_pool(pc->pool);
     ngx_http_chathistory_pg_conn_close(pc);
@@ -369,6 +383,11 @@ ngx_http_chathistory_pg_pool_failed(ngx_http_chathistory_pg_conn_t *pc,
 
     ngx_queue_remove(&pc->queue);
     pool->nconns--;
+
+    if (pc->idle) {
+        pool->nidle--;
+    }
+
     ngx_http_chathistory_status_pool(pool);
     ngx_http_chathistory_pg_conn_close(pc);
 
@@ -418,13 +437,7 @@ ngx_http_chathistory_pg_writer_lost(ngx_http_chathistory_pg_pool_t *pool)
     qu = ngx_queue_head(&pool->idle);
     pc = ngx_queue_data(qu, ngx_http_chathistory_pg_conn_t, queue);
 
-    ngx_queue_remove(qu);
-    ngx_queue_insert_tail(&pool->busy, qu);
-    pc->idle = 0;
-    pool->writer = pc;
-
-    ngx_http_chathistory_status_pool(pool);
-    ngx_http_chathistory_pg_conn_send(pc, q);
+    ngx_http_chathistory_pg_take(pool, pc, q);
 }
 
 

@@ -270,8 +270,6 @@ ngx_http_chathistory_status_count(ngx_http_chathistory_stat_e what)
 void
 ngx_http_chathistory_status_pool(ngx_http_chathistory_pg_pool_t *pool)
 {
-    ngx_uint_t                             idle;
-    ngx_queue_t                           *q;
     ngx_http_chathistory_status_worker_t  *self;
 
     self = ngx_http_chathistory_status_self;
@@ -280,17 +278,8 @@ ngx_http_chathistory_status_pool(ngx_http_chathistory_pg_pool_t *pool)
         return;
     }
 
-    idle = 0;
-
-    for (q = ngx_queue_head(&pool->idle);
-         q != ngx_queue_sentinel(&pool->idle);
-         q = ngx_queue_next(q))
-    {
-        idle++;
-    }
-
     self->connections = pool->nconns;
-    self->busy = pool->nconns - idle;
+    self->busy = pool->nconns - pool->nidle;
     self->waiting = pool->nwaiting;
 }
 
