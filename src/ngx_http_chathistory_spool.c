@@ -59,6 +59,8 @@ static char *ngx_http_chathistory_spool_serialize(
 static void ngx_http_chathistory_spool_write_thread(void *data,
     ngx_log_t *log);
 static void ngx_http_chathistory_spool_written(ngx_event_t *ev);
+static void ngx_http_chathistory_spool_spooled(ngx_http_chathistory_record_t *rec);
+static void ngx_http_chathistory_spool_report(ngx_event_t *ev);
 static void ngx_http_chathistory_spool_move_thread(void *data, ngx_log_t *log);
 static void ngx_http_chathistory_spool_moved(ngx_event_t *ev);
 static ngx_int_t ngx_http_chathistory_spool_task_run(ngx_thread_pool_t *tp,
@@ -94,6 +96,10 @@ static ngx_uint_t                         ngx_http_chathistory_spool_known;
 
 /* the process is leaving: its thread pool is gone, files are written here */
 static ngx_uint_t                         ngx_http_chathistory_spool_inline;
+
+/* messages spooled and not yet in a "spooled" line at warn; its timer */
+static ngx_uint_t                         ngx_http_chathistory_spool_unreported;
+static ngx_event_t                        ngx_http_chathistory_spool_report_event;
 
 
 /* Keep a record the database could not take, or give a claim back. */
@@ -261,13 +267,61 @@ ngx_http_chathistory_spool_written(ngx_event_t *ev)
         ngx_http_chathistory_status_count(CH_STAT_MESSAGE_LOST);
 
     } else {
-        ngx_log_error(NGX_LOG_WARN, rec->log, 0,
-                      "chathistory: message %s spooled until the database "
-                      "is back", rec->id.text);
-        ngx_http_chathistory_status_count(CH_STAT_MESSAGE_SPOOLED);
+        ngx_http_chathistory_spool_spooled(rec);
     }
 
     ngx_http_chathistory_record_free(rec);
+}
+
+
+/*
+ * Each message spooled is logged at info; at warn, a line a second says
+ * how many were: a database that falls behind under a burst sends
+ * thousands a second to the spool, and a line each would bury the log.
+ */
+static void
+ngx_http_chathistory_spool_spooled(ngx_http_chathistory_record_t *rec)
+{
+    ngx_event_t  *ev;
+
+    ngx_log_error(NGX_LOG_INFO, rec->log, 0,
+                  "chathistory: message %s spooled until the database is "
+                  "back", rec->id.text);
+    ngx_http_chathistory_status_count(CH_STAT_MESSAGE_SPOOLED);
+
+    ev = &ngx_http_chathistory_spool_report_event;
+    ev->log = rec->log;
+
+    if (ngx_http_chathistory_spool_inline) {
+        /* the process is leaving: no timer will go off */
+        ngx_http_chathistory_spool_unreported++;
+        ngx_http_chathistory_spool_report(ev);
+        return;
+    }
+
+    if (ngx_http_chathistory_spool_unreported++ > 0) {
+        return;
+    }
+
+    ev->data = &ngx_http_chathistory_spool_dummy;
+    ev->handler = ngx_http_chathistory_spool_report;
+    ev->cancelable = 1;
+
+    ngx_add_timer(ev, 1000);
+}
+
+
+static void
+ngx_http_chathistory_spool_report(ngx_event_t *ev)
+{
+    ngx_uint_t  n;
+
+    n = ngx_http_chathistory_spool_unreported;
+    ngx_http_chathistory_spool_unreported = 0;
+
+    ngx_log_error(NGX_LOG_WARN, ev->log, 0,
+                  "chathistory: %ui message%s spooled until the database is "
+                  "back", n, n == 1 ? "" : "s");
 }
 
 

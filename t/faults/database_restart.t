@@ -94,11 +94,16 @@ is $lost, 0, sprintf '%d messages accepted, %d lost', scalar(@ids), $lost;
 is scalar(() = glob("$nginx->{spool}/*")), 0, 'the spool is empty again';
 
 my $log = nginx_log($nginx);
-my %spooled = map { $_ => 1 } $log =~ /message (\S+) spooled until/g;
+my @reports = $log =~ /\] \d+#\d+: chathistory: (\d+) messages? spooled until/g;
+my $spooled = 0;
+$spooled += $_ for @reports;
 my %lostlog = map { $_ => 1 } $log =~ /message (\S+) lost/g;
-note sprintf '%d messages spooled (%d distinct), %d lost in the log',
-    scalar(() = $log =~ /spooled until/g), scalar(keys %spooled),
-    scalar(keys %lostlog);
+note sprintf '%d messages spooled in %d lines, %d lost in the log', $spooled,
+    scalar(@reports), scalar(keys %lostlog);
+cmp_ok $spooled, '>=', $during, 'the warn lines count the messages spooled';
+cmp_ok scalar(@reports), "<=", 2 * (int($starting - $stopping) + 4),
+    'in a line a second or fewer per worker';
+unlike $log, qr/\[warn\].* message \S+ spooled/, 'not a warn line per message';
 my @crit = $log =~ /^.*\[(?:crit|alert|emerg)\].*$/mg;
 is scalar(@crit), 0, 'nothing logged at crit or worse' or diag join "\n", @crit[0 .. 4];
 
