@@ -40,17 +40,8 @@ ok($worker, "the worker process");
 
 my $before = rss_anon($worker);
 
-my $locker = fork // die "fork: $!";
-if ($locker == 0) {
-    exec 'psql', $db, '-X', '-q', '-c',
-         "BEGIN; LOCK TABLE messages IN EXCLUSIVE MODE; SELECT pg_sleep(6); COMMIT;";
-    die "exec psql: $!";
-}
-ok(wait_until(5, sub {
-    (psql_rows($db, "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
-                    . " WHERE c.relname = 'messages' AND l.mode = 'ExclusiveLock'"
-                    . " AND l.granted"))[0][0] > 0
-}), "the messages table is locked");
+my $locker = lock_messages($db, 6);
+ok($locker, "the messages table is locked");
 
 my $text = 'x' x 2000;
 my $pick = sub {

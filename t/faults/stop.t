@@ -59,17 +59,8 @@ nginx_stop($next);
 
 # 2. A batch the database has not answered: the messages table is locked
 # while nginx writes, and nginx stops meanwhile.
-my $locker = fork // die "fork: $!";
-if ($locker == 0) {
-    exec 'psql', $db, '-X', '-q', '-c',
-         "BEGIN; LOCK TABLE messages IN EXCLUSIVE MODE; SELECT pg_sleep(3); COMMIT;";
-    die "exec psql: $!";
-}
-ok(wait_until(5, sub {
-    (psql_rows($db, "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
-                    . " WHERE c.relname = 'messages' AND l.mode = 'ExclusiveLock'"
-                    . " AND l.granted"))[0][0] > 0
-}), "the messages table is locked");
+my $locker = lock_messages($db, 3);
+ok($locker, "the messages table is locked");
 
 $nginx = nginx_start(db => $db, backend_port => $backend->{port}, workers => 1,
                      http => 'chathistory_capture_flush 0;');

@@ -21,7 +21,7 @@ use Time::HiRes qw(time sleep);
 our @EXPORT = qw(nginx_start nginx_stop nginx_pid nginx_log nginx_signal
                  load_start load_wait request_once raw_request psql_rows
                  new_sessions backends backend_answers children wait_until slurp_file missing_messages
-                 $ROOT);
+                 lock_messages $ROOT);
 
 our $ROOT = abs_path(dirname(__FILE__) . '/../../..');
 
@@ -441,6 +441,24 @@ sub new_sessions {
         . " 'pt-BR', " . ($audio ? 'true' : 'false') . " FROM organizations,"
         . " generate_series(1, $count) WHERE name = 'default' RETURNING id");
     return map { $_->[0] } @rows;
+}
+
+# Locks the messages table against writes for $seconds, from a psql of its
+# own; returns that child's pid once the lock is held (undef if it is not
+# within 5 s): batches wait meanwhile.
+sub lock_messages {
+    my ($url, $seconds) = @_;
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        exec 'psql', $url, '-X', '-q', '-c', "BEGIN; LOCK TABLE messages IN EXCLUSIVE MODE;"
+                                            . " SELECT pg_sleep($seconds); COMMIT;";
+        die "exec psql: $!";
+    }
+    return wait_until(5, sub {
+        (psql_rows($url, "SELECT count(*) FROM pg_locks l JOIN pg_class c"
+                         . " ON c.oid = l.relation WHERE c.relname = 'messages'"
+                         . " AND l.mode = 'ExclusiveLock' AND l.granted"))[0][0] > 0
+    }) ? $pid : undef;
 }
 
 # Connections the database has for an application name.
