@@ -427,6 +427,27 @@ ngx_http_chathistory_exit_process(ngx_cycle_t *cycle)
 
 
 /*
+ * The module's own timers (batches, the spool, audio, memory) have no
+ * connection; nginx's timer code logs the fd of an event's connection, so
+ * each points at one that has none. A cancelable timer does not hold a
+ * quitting worker back.
+ */
+void
+ngx_http_chathistory_timer_init(ngx_event_t *ev, ngx_event_handler_pt handler,
+    ngx_log_t *log, ngx_uint_t cancelable)
+{
+    static ngx_connection_t  none;
+
+    none.fd = (ngx_socket_t) -1;
+
+    ev->data = &none;
+    ev->handler = handler;
+    ev->log = log;
+    ev->cancelable = cancelable;
+}
+
+
+/*
  * A libpq connection string or postgresql:// URL, checked here so that a
  * mistake fails "nginx -t", not the first request.
  */

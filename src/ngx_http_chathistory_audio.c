@@ -54,7 +54,6 @@ static void ngx_http_chathistory_audio_unlinked(ngx_event_t *ev);
 
 static ngx_uint_t        ngx_http_chathistory_audio_busy;
 static ngx_event_t       ngx_http_chathistory_audio_hold_event;
-static ngx_connection_t  ngx_http_chathistory_audio_dummy;
 
 
 void
@@ -121,11 +120,8 @@ ngx_http_chathistory_audio_hold(ngx_log_t *log)
 
     ev = &ngx_http_chathistory_audio_hold_event;
 
-    /* timers log the fd of their event's connection */
-    ngx_http_chathistory_audio_dummy.fd = (ngx_socket_t) -1;
-    ev->data = &ngx_http_chathistory_audio_dummy;
-    ev->handler = ngx_http_chathistory_audio_held;
-    ev->log = log;
+    ngx_http_chathistory_timer_init(ev, ngx_http_chathistory_audio_held, log,
+                                    0);
 
     ngx_add_timer(ev, CH_AUDIO_HOLD);
 }

@@ -28,8 +28,7 @@
 static void ngx_http_chathistory_memory_trim(ngx_event_t *ev);
 
 
-static ngx_event_t       ngx_http_chathistory_memory_event;
-static ngx_connection_t  ngx_http_chathistory_memory_dummy;
+static ngx_event_t  ngx_http_chathistory_memory_event;
 
 
 void
@@ -43,17 +42,9 @@ ngx_http_chathistory_memory_used(void)
         return;
     }
 
-    if (ev->handler == NULL) {
-        ngx_http_chathistory_memory_dummy.fd = (ngx_socket_t) -1;
-        ev->data = &ngx_http_chathistory_memory_dummy;
-        ev->handler = ngx_http_chathistory_memory_trim;
-
-        /* a quitting worker does not wait for it */
-        ev->cancelable = 1;
-    }
-
-    /* the cycle's, which a reload without a master process replaces */
-    ev->log = ngx_cycle->log;
+    /* the cycle's log: a reload without a master process replaces it */
+    ngx_http_chathistory_timer_init(ev, ngx_http_chathistory_memory_trim,
+                                    ngx_cycle->log, 1);
 
     ngx_add_timer(ev, CH_MEMORY_TRIM_INTERVAL);
 }

@@ -54,7 +54,6 @@ static ngx_http_chathistory_record_t
 static ngx_uint_t        ngx_http_chathistory_npending;
 static ngx_http_chathistory_batch_t  *ngx_http_chathistory_flushing;
 static ngx_event_t       ngx_http_chathistory_flush_event;
-static ngx_connection_t  ngx_http_chathistory_flush_dummy;
 
 
 void
@@ -96,10 +95,8 @@ ngx_http_chathistory_batch_schedule(ngx_http_chathistory_main_conf_t *cmcf,
         return;
     }
 
-    ngx_http_chathistory_flush_dummy.fd = (ngx_socket_t) -1;
-    ev->data = &ngx_http_chathistory_flush_dummy;
-    ev->handler = ngx_http_chathistory_batch_flush;
-    ev->log = log;
+    ngx_http_chathistory_timer_init(ev, ngx_http_chathistory_batch_flush,
+                                    log, 0);
 
     if (cmcf->flush_interval == 0) {
         /* after this turn of the loop, with whatever else it recorded */

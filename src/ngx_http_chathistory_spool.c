@@ -82,7 +82,6 @@ static char *ngx_http_chathistory_spool_path(ngx_pool_t *pool,
 
 static ngx_http_chathistory_main_conf_t  *ngx_http_chathistory_spool_conf;
 static ngx_event_t                        ngx_http_chathistory_spool_event;
-static ngx_connection_t                   ngx_http_chathistory_spool_dummy;
 static ngx_thread_task_t                 *ngx_http_chathistory_spool_task;
 static ngx_uint_t                         ngx_http_chathistory_spool_busy;
 
@@ -289,23 +288,21 @@ ngx_http_chathistory_spool_spooled(ngx_http_chathistory_record_t *rec)
                   "back", rec->id.text);
     ngx_http_chathistory_status_count(CH_STAT_MESSAGE_SPOOLED);
 
+    if (ngx_http_chathistory_spool_unreported++ > 0
+        && !ngx_http_chathistory_spool_inline)
+    {
+        return;
+    }
+
     ev = &ngx_http_chathistory_spool_report_event;
-    ev->log = rec->log;
+    ngx_http_chathistory_timer_init(ev, ngx_http_chathistory_spool_report,
+                                    rec->log, 1);
 
     if (ngx_http_chathistory_spool_inline) {
         /* the process is leaving: no timer will go off */
-        ngx_http_chathistory_spool_unreported++;
         ngx_http_chathistory_spool_report(ev);
         return;
     }
-
-    if (ngx_http_chathistory_spool_unreported++ > 0) {
-        return;
-    }
-
-    ev->data = &ngx_http_chathistory_spool_dummy;
-    ev->handler = ngx_http_chathistory_spool_report;
-    ev->cancelable = 1;
 
     ngx_add_timer(ev, 1000);
 }
@@ -463,12 +460,9 @@ ngx_http_chathistory_spool_init(ngx_cycle_t *cycle,
 
     ngx_http_chathistory_spool_conf = cmcf;
 
-    /* timers log the fd of their event's connection */
-    ngx_http_chathistory_spool_dummy.fd = (ngx_socket_t) -1;
-    ngx_http_chathistory_spool_event.data = &ngx_http_chathistory_spool_dummy;
-    ngx_http_chathistory_spool_event.handler = ngx_http_chathistory_spool_timer;
-    ngx_http_chathistory_spool_event.log = cycle->log;
-    ngx_http_chathistory_spool_event.cancelable = 1;
+    ngx_http_chathistory_timer_init(&ngx_http_chathistory_spool_event,
+                                    ngx_http_chathistory_spool_timer,
+                                    cycle->log, 1);
 
     ngx_add_timer(&ngx_http_chathistory_spool_event, CH_SPOOL_INTERVAL);
 
