@@ -58,27 +58,13 @@ add_block_preprocessor(sub {
 
 run_tests();
 
-sub metric {
-    my ($metrics, $name) = @_;
-    return $metrics =~ /^\Q$name\E (\d+)$/m ? $1 : undef;
-}
-
-sub metrics {
-    return HTTP::Tiny->new->get("http://127.0.0.1:" . server_port() . "/metrics")
-                     ->{content} // '';
-}
-
 SKIP: {
 skip "valgrind mode stops nginx after every block", 4 if $ENV{TEST_NGINX_USE_VALGRIND};
 
 # The last block's five messages, all waiting when it asked: written once
 # the interval has passed, in statements of about 64 KB: two.
-my $metrics = '';
-for (1 .. 50) {
-    $metrics = metrics();
-    last if (metric($metrics, 'chathistory_messages_total{outcome="stored"}') // 0) == 5;
-    select undef, undef, undef, 0.1;
-}
+my $metrics = metrics_eventually(server_port(),
+                                 'chathistory_messages_total{outcome="stored"}', 5);
 is(metric($metrics, 'chathistory_messages_total{outcome="stored"}'), 5,
    "the five messages are stored after the interval");
 is(metric($metrics, 'chathistory_message_batches_total'), 2,

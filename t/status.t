@@ -4,7 +4,6 @@
 use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use File::Temp qw(tempdir);
-use HTTP::Tiny;
 use Chathistory;
 
 no_shuffle();
@@ -71,13 +70,8 @@ skip "valgrind mode stops nginx after every block", 2 if $ENV{TEST_NGINX_USE_VAL
 
 # The last block's nginx still runs: the message it recorded is written
 # after the answer, so the counter is awaited.
-my $metrics = '';
-for (1 .. 50) {
-    $metrics = HTTP::Tiny->new->get("http://127.0.0.1:" . server_port() . "/metrics")
-                         ->{content} // '';
-    last if $metrics =~ /^chathistory_messages_total\{outcome="stored"\} 1$/m;
-    select undef, undef, undef, 0.1;
-}
+my $metrics = metrics_eventually(server_port(),
+                                 'chathistory_messages_total{outcome="stored"}', 1);
 like($metrics, qr/^chathistory_messages_total\{outcome="stored"\} 1$/m,
      "the recorded message is counted as stored once it is in the database");
 like($metrics, qr/^chathistory_database_queries_total\{outcome="ok"\} [1-9]\d*$/m,

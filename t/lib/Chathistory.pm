@@ -9,13 +9,14 @@ use strict;
 use warnings;
 
 use Exporter 'import';
+use HTTP::Tiny;
 use IO::Socket::INET;
 use POSIX ();
 use File::Temp ();
 use MIME::Base64 qw(encode_base64url);
 
 our @EXPORT = qw(chathistory_block sql db_control_start session_cursor
-                 pgbouncer_start sql_eventually);
+                 pgbouncer_start sql_eventually metrics_eventually metric);
 
 my $db_url = $ENV{TEST_NGINX_DATABASE_URL}
     or die "TEST_NGINX_DATABASE_URL is not set: run the suites with scripts/test\n";
@@ -63,6 +64,26 @@ sub sql_eventually {
         select undef, undef, undef, 0.05;
     }
     return $value;
+}
+
+# The text of the running nginx's /metrics (a chathistory_status location),
+# polled for at most 5 s until the sample $name reads $expected: counters
+# move after the answer has gone to the client.
+sub metrics_eventually {
+    my ($port, $name, $expected) = @_;
+    my $metrics = '';
+    for (1 .. 50) {
+        $metrics = HTTP::Tiny->new->get("http://127.0.0.1:$port/metrics")->{content} // '';
+        last if (metric($metrics, $name) // '') eq $expected;
+        select undef, undef, undef, 0.1;
+    }
+    return $metrics;
+}
+
+# A sample's value in a /metrics text; undef when it is not there.
+sub metric {
+    my ($metrics, $name) = @_;
+    return $metrics =~ /^\Q$name\E (\d+)$/m ? $1 : undef;
 }
 
 # The cursor the API gives for a row: base64url of "v1.<micros>.<uuid>".
