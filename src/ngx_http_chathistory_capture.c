@@ -12,6 +12,7 @@
 #include <ngx_http.h>
 
 #include "ngx_http_chathistory_module.h"
+#include "ngx_http_chathistory_auth.h"
 #include "ngx_http_chathistory_pg.h"
 #include "ngx_http_chathistory_record.h"
 #include "ngx_http_chathistory_statements.h"
@@ -39,6 +40,7 @@ typedef enum {
 typedef struct {
     ngx_http_chathistory_uuid_t    id;
     ngx_msec_t                     expires;
+    ngx_http_chathistory_uuid_t    org_id;
     ngx_http_chathistory_lookup_e  lookup;
     ngx_flag_t                     audio_enabled;
 } ngx_http_chathistory_session_seen_t;
@@ -47,9 +49,13 @@ typedef struct {
 typedef struct {
     ngx_http_chathistory_uuid_t    session_id;
     ngx_http_chathistory_uuid_t    message_id;
+    ngx_http_chathistory_uuid_t    org_id;
     ngx_http_chathistory_lookup_e  lookup;
     ngx_flag_t                     audio_enabled;
     ngx_event_t                    lookup_timer;
+
+    /* the organization an API key confined the request to, or NULL */
+    const char                    *scope_org;
 
     u_char                        *copy;
     size_t                         len;
@@ -68,6 +74,8 @@ static void ngx_http_chathistory_capture_looked_up(
 static ngx_int_t ngx_http_chathistory_capture_recall(ngx_http_request_t *r,
     ngx_http_chathistory_capture_ctx_t *ctx);
 static void ngx_http_chathistory_capture_remember(ngx_http_request_t *r,
+    ngx_http_chathistory_capture_ctx_t *ctx);
+static void ngx_http_chathistory_capture_scope(
     ngx_http_chathistory_capture_ctx_t *ctx);
 static void ngx_http_chathistory_capture_lookup_timeout(ngx_event_t *ev);
 static void ngx_http_chathistory_capture_resume(ngx_http_request_t *r,
@@ -249,6 +257,8 @@ ngx_http_chathistory_capture_handler(ngx_http_request_t *r)
         return NGX_DECLINED;
     }
 
+    ctx->scope_org = ngx_http_chathistory_auth_org(r);
+
     ngx_http_set_ctx(r, ctx, ngx_http_chathistory_capture_module);
 
     if (ngx_http_chathistory_capture_recall(r, ctx) == NGX_OK) {
@@ -303,6 +313,13 @@ ngx_http_chathistory_capture_looked_up(ngx_http_chathistory_pg_query_t *q,
     } else if (PQntuples(res) == 0) {
         ctx->lookup = CH_LOOKUP_MISSING;
 
+    } else if (ngx_http_chathistory_uuid_parse(&ctx->org_id,
+                   (u_char *) PQgetvalue(res, 0, 1), PQgetlength(res, 0, 1))
+               != NGX_OK)
+    {
+        ctx->lookup = CH_LOOKUP_FAILED;
+        ctx->audio_enabled = 1;
+
     } else {
         ctx->lookup = CH_LOOKUP_FOUND;
         ctx->audio_enabled = (PQgetvalue(res, 0, 0)[0] == 't');
@@ -312,6 +329,7 @@ ngx_http_chathistory_capture_looked_up(ngx_http_chathistory_pg_query_t *q,
         ngx_http_chathistory_capture_remember(q->request, ctx);
     }
 
+    ngx_http_chathistory_capture_scope(ctx);
     ngx_http_chathistory_capture_resume(q->request, ctx);
 }
 
@@ -333,8 +351,11 @@ ngx_http_chathistory_capture_recall(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
+    ctx->org_id = seen->org_id;
     ctx->lookup = seen->lookup;
     ctx->audio_enabled = seen->audio_enabled;
+
+    ngx_http_chathistory_capture_scope(ctx);
 
     return NGX_OK;
 }
@@ -358,9 +379,27 @@ ngx_http_chathistory_capture_remember(ngx_http_request_t *r,
                % CH_SESSIONS_SEEN];
 
     seen->id = ctx->session_id;
+    seen->org_id = ctx->org_id;
     seen->expires = ngx_current_msec + conf->session_cache;
     seen->lookup = ctx->lookup;
     seen->audio_enabled = ctx->audio_enabled;
+}
+
+
+/*
+ * A key's request knows only its own organization's sessions: another's
+ * is as unknown as one that does not exist, so that nothing is recorded
+ * into it and nothing tells it is there. The write checks again.
+ */
+static void
+ngx_http_chathistory_capture_scope(ngx_http_chathistory_capture_ctx_t *ctx)
+{
+    if (ctx->scope_org != NULL && ctx->lookup == CH_LOOKUP_FOUND
+        && ngx_strcmp(ctx->org_id.text, ctx->scope_org) != 0)
+    {
+        ctx->lookup = CH_LOOKUP_MISSING;
+        ctx->audio_enabled = 0;
+    }
 }
 
 
@@ -647,6 +686,11 @@ ngx_http_chathistory_capture_record(ngx_http_request_t *r,
 
     rec->id = ctx->message_id;
     rec->session_id = ctx->session_id;
+
+    if (ctx->scope_org != NULL) {
+        ngx_memcpy(rec->org_id.text, ctx->scope_org,
+                   NGX_HTTP_CHATHISTORY_UUID_LEN + 1);
+    }
 
     if (json == NULL) {
         ngx_cpystrn((u_char *) rec->reason, (u_char *) "malformed JSON",

@@ -97,6 +97,8 @@ ngx_http_chathistory_record_fields(ngx_http_chathistory_record_t *rec,
 
     rec->values[CH_REC_ID] = (char *) rec->id.text;
     rec->values[CH_REC_SESSION] = (char *) rec->session_id.text;
+    rec->values[CH_REC_ORG] = rec->org_id.text[0] ? (char *) rec->org_id.text
+                                                  : NULL;
 
     rec->values[CH_REC_SOURCE_TEXT] = ngx_http_chathistory_record_text(rec,
                                         json, "transcript", "source_text");
@@ -342,7 +344,8 @@ ngx_http_chathistory_record_json(ngx_http_chathistory_record_t *rec)
 
     static const char  *names[NGX_HTTP_CHATHISTORY_RECORD_FIELDS] = {
         "id", "session_id", "source_text", "translated_text", "stt_ms",
-        "translate_ms", "tts_ms", "model_used", "audio_path", "audio_ms"
+        "translate_ms", "tts_ms", "model_used", "audio_path", "audio_ms",
+        "org_id"
     };
 
     json = cJSON_CreateObject();

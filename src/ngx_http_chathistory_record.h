@@ -19,7 +19,7 @@
 #include "ngx_http_chathistory_uuid.h"
 
 
-#define NGX_HTTP_CHATHISTORY_RECORD_FIELDS  10
+#define NGX_HTTP_CHATHISTORY_RECORD_FIELDS  11
 
 
 typedef struct ngx_http_chathistory_record_s  ngx_http_chathistory_record_t;
@@ -31,6 +31,9 @@ struct ngx_http_chathistory_record_s {
 
     ngx_http_chathistory_uuid_t         id;
     ngx_http_chathistory_uuid_t         session_id;
+
+    /* the organization the session must belong to (an API key's), or "" */
+    ngx_http_chathistory_uuid_t         org_id;
 
     /* the statement's parameters, in its order; NULL is SQL NULL */
     const char                *values[NGX_HTTP_CHATHISTORY_RECORD_FIELDS];
@@ -61,6 +64,7 @@ struct ngx_http_chathistory_record_s {
 #define CH_REC_MODEL          7
 #define CH_REC_AUDIO_PATH     8
 #define CH_REC_AUDIO_MS       9
+#define CH_REC_ORG           10
 
 
 ngx_http_chathistory_record_t *ngx_http_chathistory_record_create(

@@ -658,7 +658,7 @@ static void
 ngx_http_chathistory_spool_replay(ngx_http_chathistory_spool_scan_t *scan,
     ngx_http_chathistory_spool_item_t *item)
 {
-    cJSON                          *json, *id, *session;
+    cJSON                          *json, *id, *session, *org;
     ngx_http_chathistory_record_t  *rec;
 
     rec = ngx_http_chathistory_record_create(ngx_http_chathistory_spool_conf);
@@ -675,6 +675,7 @@ ngx_http_chathistory_spool_replay(ngx_http_chathistory_spool_scan_t *scan,
     json = cJSON_ParseWithLength(item->data, item->len);
     id = cJSON_GetObjectItemCaseSensitive(json, "id");
     session = cJSON_GetObjectItemCaseSensitive(json, "session_id");
+    org = cJSON_GetObjectItemCaseSensitive(json, "org_id");
 
     if (rec->spool_file.len == 0
         || !cJSON_IsString(id) || !cJSON_IsString(session)
@@ -684,6 +685,12 @@ ngx_http_chathistory_spool_replay(ngx_http_chathistory_spool_scan_t *scan,
                                        (u_char *) session->valuestring,
                                        ngx_strlen(session->valuestring))
            != NGX_OK
+        || (org != NULL
+            && (!cJSON_IsString(org)
+                || ngx_http_chathistory_uuid_parse(&rec->org_id,
+                                       (u_char *) org->valuestring,
+                                       ngx_strlen(org->valuestring))
+                   != NGX_OK))
         || ngx_http_chathistory_record_fields(rec, json) != NGX_OK
         || ngx_http_chathistory_record_audio_fields(rec, json) != NGX_OK)
     {

@@ -26,6 +26,10 @@
 #define CH_IN_SCOPE(n)                                                        \
     "($" #n "::uuid IS NULL OR s.org_id = $" #n "::uuid)"
 
+/* a recorded message "r" goes only into a session of its key's org */
+#define CH_RECORD_IN_SCOPE                                                    \
+    "(r.org_id IS NULL OR s.org_id = r.org_id)"
+
 /* the keyset position after which a newest-first page starts */
 #define CH_BEFORE_CURSOR                                                      \
     "(s.created_at, s.id) < ("                                                \
@@ -142,12 +146,13 @@ static const ngx_http_chathistory_statement_t  ngx_http_chathistory_sql[] = {
       6 },
 
     /* $1 id, $2 session, $3 source text, $4 translation, $5-$7 timings,
-     * $8 model, $9 audio path, $10 audio ms; answers whether the session
-     * exists. Its embedding job goes in the same transaction, and a
-     * replayed record that is already in is not written twice. */
+     * $8 model, $9 audio path, $10 audio ms, $11 scope; answers whether
+     * the session exists (in the scope). Its embedding job goes in the
+     * same transaction, and a replayed record that is already in is not
+     * written twice. */
     { "chathistory_message_record",
       "WITH s AS (SELECT id, org_id, source_lang, target_lang "
-      "FROM sessions WHERE id = $2::uuid), "
+      "FROM sessions s WHERE id = $2::uuid AND " CH_IN_SCOPE(11) "), "
       "m AS (INSERT INTO messages (id, session_id, org_id, source_lang, "
       "target_lang, source_text, translated_text, stt_ms, translate_ms, "
       "tts_ms, model_used, audio_path, audio_ms) "
@@ -159,7 +164,7 @@ static const ngx_http_chathistory_statement_t  ngx_http_chathistory_sql[] = {
       "SELECT 'embed_message', jsonb_build_object('message_id', m.id) "
       "FROM m) "
       "SELECT count(*) FROM s",
-      10 },
+      11 },
 
     /* $1 a JSON array of records (the fields above by name): the same
      * writes for all of them; answers, in order, whether each session
@@ -173,7 +178,8 @@ static const ngx_http_chathistory_statement_t  ngx_http_chathistory_sql[] = {
       "(x.e->>'translate_ms')::integer AS translate_ms, "
       "(x.e->>'tts_ms')::integer AS tts_ms, "
       "x.e->>'model_used' AS model_used, x.e->>'audio_path' AS audio_path, "
-      "(x.e->>'audio_ms')::integer AS audio_ms "
+      "(x.e->>'audio_ms')::integer AS audio_ms, "
+      "(x.e->>'org_id')::uuid AS org_id "
       "FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS x(e, ord)), "
       "m AS (INSERT INTO messages (id, session_id, org_id, source_lang, "
       "target_lang, source_text, translated_text, stt_ms, translate_ms, "
@@ -181,18 +187,20 @@ static const ngx_http_chathistory_statement_t  ngx_http_chathistory_sql[] = {
       "SELECT r.id, s.id, s.org_id, s.source_lang, s.target_lang, "
       "r.source_text, r.translated_text, r.stt_ms, r.translate_ms, "
       "r.tts_ms, r.model_used, r.audio_path, r.audio_ms "
-      "FROM r JOIN sessions s ON s.id = r.session_id ORDER BY r.ord "
+      "FROM r JOIN sessions s ON s.id = r.session_id "
+      "AND " CH_RECORD_IN_SCOPE " ORDER BY r.ord "
       "ON CONFLICT (id) DO NOTHING RETURNING id), "
       "j AS (INSERT INTO jobs (kind, payload) "
       "SELECT 'embed_message', jsonb_build_object('message_id', m.id) "
       "FROM m) "
       "SELECT r.ord, s.id IS NOT NULL FROM r "
-      "LEFT JOIN sessions s ON s.id = r.session_id ORDER BY r.ord",
+      "LEFT JOIN sessions s ON s.id = r.session_id "
+      "AND " CH_RECORD_IN_SCOPE " ORDER BY r.ord",
       1 },
 
-    /* $1 session: is it there, and does it keep audio */
+    /* $1 session: is it there, does it keep audio, and whose is it */
     { "chathistory_session_capture",
-      "SELECT audio_enabled FROM sessions WHERE id = $1::uuid",
+      "SELECT audio_enabled, org_id FROM sessions WHERE id = $1::uuid",
       1 },
 
     /* $1 message, $2 session, $3 scope: its audio file, if any */
