@@ -367,13 +367,15 @@ ngx_http_chathistory_auth_key(ngx_http_request_t *r, ngx_str_t *key,
         key->data = p;
         key->len = last - p;
 
+    } else if (h != NULL) {
+        /* credentials of another scheme are not ours to ignore: a key
+         * beside them would let a request through that some proxy or
+         * client meant otherwise */
+        *error = "the Authorization header is not a Bearer token";
+        return NGX_DECLINED;
+
     } else {
         rc = ngx_http_chathistory_auth_x_api_key(r, key);
-
-        if (rc == NGX_DECLINED && h != NULL) {
-            *error = "the Authorization header is not a Bearer token";
-            return NGX_DECLINED;
-        }
 
         if (rc == NGX_DECLINED) {
             *error = "an API key is required";

@@ -152,6 +152,19 @@ WWW-Authenticate: Bearer realm="chathistory", error="invalid_token"
 
 
 
+=== TEST 2b: another scheme's Authorization beside a valid X-API-Key is 401 too
+--- request eval
+["GET /v1/sessions", "GET /v1/sessions"]
+--- more_headers eval
+["Authorization: Basic dXNlcjpwYXNz\nX-API-Key: $::KB",
+ "Authorization: Bearer\nX-API-Key: $::KB"]
+--- error_code eval
+[401, 401]
+--- response_body eval
+[('{"error":{"code":"unauthorized","message":"the Authorization header is not a Bearer token"}}' . "\n") x 2]
+
+
+
 === TEST 3: malformed keys are 401 before any lookup
 --- request eval
 ["GET /v1/sessions", "GET /v1/sessions", "GET /v1/sessions", "GET /v1/sessions"]
