@@ -119,7 +119,7 @@ fuzz_rfc3339(const char *s)
     struct tm   tm;
     const char  *p;
 
-    if (ngx_http_chathistory_rfc3339(s, &micros) != NGX_OK) {
+    if (ngx_http_chathistory_rfc3339(s, &micros) != NULL) {
         return;
     }
 

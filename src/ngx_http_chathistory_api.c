@@ -45,6 +45,8 @@ static ngx_int_t ngx_http_chathistory_api_read_body(ngx_http_request_t *r);
 static void ngx_http_chathistory_api_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_chathistory_api_parse_body(ngx_http_request_t *r,
     ngx_http_chathistory_api_ctx_t *ctx);
+static ngx_int_t ngx_http_chathistory_api_json_strings(ngx_http_request_t *r,
+    ngx_str_t *text);
 static ngx_int_t ngx_http_chathistory_api_run(ngx_http_request_t *r,
     ngx_http_chathistory_api_ctx_t *ctx);
 static ngx_int_t ngx_http_chathistory_api_json_type(ngx_http_request_t *r);
@@ -435,6 +437,15 @@ ngx_http_chathistory_api_parse_body(ngx_http_request_t *r,
         p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
     }
 
+    switch (ngx_http_chathistory_api_json_strings(r, &text)) {
+    case NGX_OK:
+        break;
+    case NGX_DECLINED:
+        return NGX_HTTP_BAD_REQUEST;
+    default:
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     ctx->body = ngx_http_chathistory_json_parse(r, &text);
 
     if (ctx->body == NULL || !cJSON_IsObject(ctx->body)) {
@@ -443,6 +454,54 @@ ngx_http_chathistory_api_parse_body(ngx_http_request_t *r,
     }
 
     return NGX_OK;
+}
+
+
+/* A JSON string with a raw control character or \u0000 is 400, by name. */
+static ngx_int_t
+ngx_http_chathistory_api_json_strings(ngx_http_request_t *r, ngx_str_t *text)
+{
+    u_char      *p, *last;
+    ngx_str_t    member;
+    const char  *found;
+
+    found = ngx_http_chathistory_json_strings_check(text, &member);
+
+    if (found == NULL) {
+        return NGX_OK;
+    }
+
+    /* the name goes into the message only when it is plainly a name */
+    if (member.len > 64) {
+        member.len = 0;
+    }
+
+    for (p = member.data, last = p + member.len; p < last; p++) {
+        if (!(isalnum(*p) || *p == '_' || *p == '-' || *p == '.')) {
+            member.len = 0;
+            break;
+        }
+    }
+
+    p = ngx_pnalloc(r->pool, member.len + 128);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (member.len) {
+        last = ngx_sprintf(p, "\"%V\" holds %s", &member, found);
+
+    } else {
+        last = ngx_sprintf(p, "a string of the body holds %s", found);
+    }
+
+    ngx_sprintf(last, ", which %s%Z",
+                (found == ngx_http_chathistory_json_nul)
+                ? "text cannot store" : "JSON strings must escape");
+
+    ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST, (char *) p);
+
+    return NGX_DECLINED;
 }
 
 

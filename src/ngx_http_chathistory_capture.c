@@ -13,6 +13,7 @@
 
 #include "ngx_http_chathistory_module.h"
 #include "ngx_http_chathistory_auth.h"
+#include "ngx_http_chathistory_json.h"
 #include "ngx_http_chathistory_pg.h"
 #include "ngx_http_chathistory_record.h"
 #include "ngx_http_chathistory_statements.h"
@@ -651,7 +652,8 @@ static void
 ngx_http_chathistory_capture_finish(ngx_http_request_t *r,
     ngx_http_chathistory_capture_ctx_t *ctx)
 {
-    cJSON  *json;
+    cJSON      *json;
+    ngx_str_t   text, member;
 
     if (ctx->overflow) {
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
@@ -662,7 +664,13 @@ ngx_http_chathistory_capture_finish(ngx_http_request_t *r,
         return;
     }
 
-    json = cJSON_ParseWithLength((char *) ctx->copy, ctx->len);
+    text.data = ctx->copy;
+    text.len = ctx->len;
+
+    /* a text cut short at its \u0000 is not what was said */
+    json = (ngx_http_chathistory_json_strings_check(&text, &member)
+            == ngx_http_chathistory_json_nul)
+           ? NULL : cJSON_ParseWithLength((char *) ctx->copy, ctx->len);
 
     ngx_http_chathistory_capture_record(r, ctx, json);
 

@@ -14,6 +14,8 @@ typedef struct {
 
 
 static void ngx_http_chathistory_json_cleanup(void *data);
+static u_char *ngx_http_chathistory_json_string_end(u_char *p, u_char *last);
+static ngx_uint_t ngx_http_chathistory_json_is_name(u_char *end, u_char *last);
 static const char *ngx_http_chathistory_error_code(ngx_uint_t status);
 
 
@@ -31,6 +33,10 @@ static ngx_http_chathistory_error_code_t  ngx_http_chathistory_error_codes[] = {
     { NGX_HTTP_GATEWAY_TIME_OUT, "unavailable" },
     { 0, "internal_error" }
 };
+
+
+const char  ngx_http_chathistory_json_nul[] = "\\u0000";
+const char  ngx_http_chathistory_json_control[] = "a raw control character";
 
 
 static ngx_str_t  ngx_http_chathistory_json_type =
@@ -75,6 +81,97 @@ static void
 ngx_http_chathistory_json_cleanup(void *data)
 {
     cJSON_Delete(data);
+}
+
+
+/*
+ * cJSON takes raw control characters inside strings, which JSON forbids,
+ * and \u0000, which ends a C string early and which PostgreSQL's text
+ * cannot hold. Find either before parsing: NULL if there is none, else
+ * what was found, and in *member the name of the member whose value holds
+ * it (empty when it is in a name, or outside any object).
+ */
+const char *
+ngx_http_chathistory_json_strings_check(ngx_str_t *text, ngx_str_t *member)
+{
+    u_char      *p, *last, *start, *end;
+    const char  *found;
+
+    p = text->data;
+    last = p + text->len;
+    member->len = 0;
+
+    while (p < last) {
+
+        if (*p++ != '"') {
+            continue;
+        }
+
+        start = p;
+        found = NULL;
+
+        for ( /* void */ ; p < last && *p != '"'; p++) {
+
+            if (*p < 0x20) {
+                found = ngx_http_chathistory_json_control;
+                break;
+            }
+
+            if (*p == '\\' && ++p < last && *p == 'u'
+                && last - p >= 5 && ngx_strncmp(p + 1, "0000", 4) == 0)
+            {
+                found = ngx_http_chathistory_json_nul;
+                break;
+            }
+        }
+
+        end = ngx_http_chathistory_json_string_end(p, last);
+
+        if (ngx_http_chathistory_json_is_name(end, last)) {
+            if (found != NULL) {
+                member->len = 0;
+                return found;
+            }
+
+            member->data = start;
+            member->len = end - start;
+
+        } else if (found != NULL) {
+            return found;
+        }
+
+        p = end + 1;
+    }
+
+    return NULL;
+}
+
+
+/* Where the string whose text p is in ends: its closing quote, or last. */
+static u_char *
+ngx_http_chathistory_json_string_end(u_char *p, u_char *last)
+{
+    while (p < last && *p != '"') {
+        p += (*p == '\\') ? 2 : 1;
+    }
+
+    return ngx_min(p, last);
+}
+
+
+/* A string that ends at its quote "end" is a member's name: a colon follows. */
+static ngx_uint_t
+ngx_http_chathistory_json_is_name(u_char *end, u_char *last)
+{
+    u_char  *p;
+
+    for (p = end + 1; p < last; p++) {
+        if (*p != ' ' && *p != '\t' && *p != '\r' && *p != '\n') {
+            return *p == ':';
+        }
+    }
+
+    return 0;
 }
 
 

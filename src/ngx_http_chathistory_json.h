@@ -15,7 +15,14 @@
 #include <cjson/cJSON.h>
 
 
+/* what ngx_http_chathistory_json_strings_check() finds */
+extern const char  ngx_http_chathistory_json_nul[];
+extern const char  ngx_http_chathistory_json_control[];
+
+
 cJSON *ngx_http_chathistory_json_parse(ngx_http_request_t *r, ngx_str_t *text);
+const char *ngx_http_chathistory_json_strings_check(ngx_str_t *text,
+    ngx_str_t *member);
 ngx_int_t ngx_http_chathistory_json_string(ngx_http_request_t *r,
     ngx_str_t *out, const char *s);
 

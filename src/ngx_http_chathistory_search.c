@@ -44,6 +44,8 @@ static ngx_int_t ngx_http_chathistory_search_langs(ngx_http_request_t *r,
     cJSON *body, ngx_http_chathistory_search_t *s);
 static ngx_int_t ngx_http_chathistory_search_times(ngx_http_request_t *r,
     cJSON *body, ngx_http_chathistory_search_t *s);
+static ngx_int_t ngx_http_chathistory_search_time(ngx_http_request_t *r,
+    cJSON *item, const char *name, int64_t *micros);
 static ngx_int_t ngx_http_chathistory_search_limit(ngx_http_request_t *r,
     cJSON *body, ngx_http_chathistory_search_t *s);
 static ngx_int_t ngx_http_chathistory_search_run(ngx_http_request_t *r,
@@ -314,6 +316,7 @@ ngx_http_chathistory_search_times(ngx_http_request_t *r, cJSON *body,
 {
     cJSON       *from, *to;
     int64_t      f, t;
+    ngx_int_t    rc;
 
     /* set only when given; clang cannot tell they are then compared */
     f = 0;
@@ -322,18 +325,15 @@ ngx_http_chathistory_search_times(ngx_http_request_t *r, cJSON *body,
     from = cJSON_GetObjectItemCaseSensitive(body, "from");
     to = cJSON_GetObjectItemCaseSensitive(body, "to");
 
-    if ((from && !cJSON_IsNull(from)
-         && (!cJSON_IsString(from)
-             || ngx_http_chathistory_rfc3339(from->valuestring, &f)
-                != NGX_OK))
-        || (to && !cJSON_IsNull(to)
-            && (!cJSON_IsString(to)
-                || ngx_http_chathistory_rfc3339(to->valuestring, &t)
-                   != NGX_OK)))
-    {
-        return ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST,
-                    "from and to must be RFC 3339 times such as "
-                    "\"2026-01-31T12:00:00Z\"");
+    rc = ngx_http_chathistory_search_time(r, from, "from", &f);
+
+    if (rc == NGX_OK) {
+        rc = ngx_http_chathistory_search_time(r, to, "to", &t);
+    }
+
+    if (rc != NGX_OK) {
+        return (rc == NGX_DECLINED) ? NGX_HTTP_BAD_REQUEST
+                                    : NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     s->from = cJSON_IsString(from) ? from->valuestring : NULL;
@@ -345,6 +345,38 @@ ngx_http_chathistory_search_times(ngx_http_request_t *r, cJSON *body,
     }
 
     return NGX_OK;
+}
+
+
+/* One of from and to, when given: NGX_OK, or the 400's message set. */
+static ngx_int_t
+ngx_http_chathistory_search_time(ngx_http_request_t *r, cJSON *item,
+    const char *name, int64_t *micros)
+{
+    u_char      *p;
+    const char  *why;
+
+    if (item == NULL || cJSON_IsNull(item)) {
+        return NGX_OK;
+    }
+
+    why = cJSON_IsString(item)
+          ? ngx_http_chathistory_rfc3339(item->valuestring, micros)
+          : "is not a string";
+
+    if (why == NULL) {
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, ngx_strlen(name) + ngx_strlen(why) + 2);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(p, "%s %s%Z", name, why);
+    ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST, (char *) p);
+
+    return NGX_DECLINED;
 }
 
 

@@ -7,6 +7,10 @@
 #include "ngx_http_chathistory_validate.h"
 
 
+#define CH_NOT_RFC3339                                                        \
+    "is not an RFC 3339 time such as \"2026-01-31T12:00:00Z\""
+
+
 static ngx_uint_t ngx_http_chathistory_subtag_ok(u_char *tag, size_t len,
     ngx_uint_t index, ngx_uint_t *singleton);
 static void ngx_http_chathistory_subtag_case(u_char *tag, size_t len,
@@ -338,9 +342,10 @@ ngx_http_chathistory_days(ngx_int_t y, ngx_int_t m, ngx_int_t d)
 
 /*
  * An RFC 3339 time ("2026-01-31T12:00:00Z", "...12:00:00.250+02:00") or a
- * date ("2026-01-31", midnight UTC), as microseconds since the epoch.
+ * date ("2026-01-31", midnight UTC), as microseconds since the epoch; or
+ * why it is not one that PostgreSQL takes.
  */
-ngx_int_t
+const char *
 ngx_http_chathistory_rfc3339(const char *s, int64_t *micros)
 {
     char         sign;
@@ -361,16 +366,20 @@ ngx_http_chathistory_rfc3339(const char *s, int64_t *micros)
         || mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1]
         || (mo == 2 && d == 29 && (y % 4 || (y % 100 == 0 && y % 400))))
     {
-        return NGX_ERROR;
+        return CH_NOT_RFC3339;
+    }
+
+    if (y == 0) {
+        return "has the year 0000, and years start at 0001";
     }
 
     if (*p == '\0') {
         *micros = ngx_http_chathistory_days(y, mo, d) * 86400 * 1000000;
-        return NGX_OK;
+        return NULL;
     }
 
     if (*p != 'T' && *p != 't' && *p != ' ') {
-        return NGX_ERROR;
+        return CH_NOT_RFC3339;
     }
 
     p++;
@@ -380,7 +389,7 @@ ngx_http_chathistory_rfc3339(const char *s, int64_t *micros)
         || ngx_http_chathistory_digits(&p, 2, &sec) != NGX_OK
         || h > 23 || mi > 59 || sec > 60)
     {
-        return NGX_ERROR;
+        return CH_NOT_RFC3339;
     }
 
     if (*p == '.') {
@@ -389,7 +398,7 @@ ngx_http_chathistory_rfc3339(const char *s, int64_t *micros)
         scale = 1000000;
 
         if (*p < '0' || *p > '9') {
-            return NGX_ERROR;
+            return CH_NOT_RFC3339;
         }
 
         while (*p >= '0' && *p <= '9') {
@@ -415,7 +424,11 @@ ngx_http_chathistory_rfc3339(const char *s, int64_t *micros)
             || ngx_http_chathistory_digits(&p, 2, &om) != NGX_OK
             || oh > 23 || om > 59)
         {
-            return NGX_ERROR;
+            return CH_NOT_RFC3339;
+        }
+
+        if (oh > 15) {
+            return "has a UTC offset beyond 15:59";
         }
 
         if (sign == '-') {
@@ -424,15 +437,15 @@ ngx_http_chathistory_rfc3339(const char *s, int64_t *micros)
         }
 
     } else {
-        return NGX_ERROR;
+        return CH_NOT_RFC3339;
     }
 
     if (*p != '\0') {
-        return NGX_ERROR;
+        return CH_NOT_RFC3339;
     }
 
     *micros = ((ngx_http_chathistory_days(y, mo, d) * 86400 + h * 3600
                 + mi * 60 + sec - oh * 3600 - om * 60) * 1000000) + us;
 
-    return NGX_OK;
+    return NULL;
 }

@@ -22,7 +22,7 @@ ngx_int_t ngx_http_chathistory_lang_tag(ngx_pool_t *pool, const char *in,
 ngx_int_t ngx_http_chathistory_text_valid(const char *s, size_t max);
 ngx_int_t ngx_http_chathistory_arg(ngx_http_request_t *r, const char *name,
     ngx_str_t *value);
-ngx_int_t ngx_http_chathistory_rfc3339(const char *s, int64_t *micros);
+const char *ngx_http_chathistory_rfc3339(const char *s, int64_t *micros);
 ngx_int_t ngx_http_chathistory_arg_limit(ngx_http_request_t *r,
     ngx_uint_t dflt, ngx_uint_t max, ngx_uint_t *limit);
 
