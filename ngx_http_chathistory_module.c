@@ -226,6 +226,10 @@ ngx_module_t  ngx_http_chathistory_module = {
 static ngx_int_t
 ngx_http_chathistory_postconfiguration(ngx_conf_t *cf)
 {
+    if (ngx_http_chathistory_embed_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return ngx_http_chathistory_status_zone(cf);
 }
 

@@ -27,7 +27,10 @@ typedef struct {
     ngx_uint_t                      openai;     /* the shape of the JSON */
     const char                     *vector;
     const char                     *error;      /* the 503's message */
+    ngx_http_request_t             *sr;
+    off_t                           received;
     unsigned                        done:1;
+    unsigned                        too_big:1;
 } ngx_http_chathistory_embed_ctx_t;
 
 
@@ -48,9 +51,14 @@ static const char *ngx_http_chathistory_embed_parse(ngx_http_request_t *sr,
 static cJSON *ngx_http_chathistory_embed_find(cJSON *json, ngx_uint_t openai);
 static const char *ngx_http_chathistory_embed_vector(ngx_http_request_t *sr,
     ngx_http_chathistory_embed_ctx_t *ectx, cJSON *array);
+static ngx_int_t ngx_http_chathistory_embed_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in);
 static void ngx_http_chathistory_embed_resume(ngx_http_request_t *r);
 static char *ngx_http_chathistory_embed_text(ngx_pool_t *pool,
     const float *v);
+
+
+static ngx_http_output_body_filter_pt  ngx_http_next_body_filter;
 
 
 ngx_int_t
@@ -227,6 +235,8 @@ ngx_http_chathistory_embed_subrequest(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
+    ectx->sr = sr;
+
     /*
      * a subrequest shares its parent's body, here the client's JSON,
      * already read: give it its own, which proxy_pass sends instead
@@ -322,6 +332,15 @@ ngx_http_chathistory_embed_answer(ngx_http_request_t *sr,
     ngx_uint_t  status;
 
     status = sr->headers_out.status;
+
+    if (ectx->too_big) {
+        ngx_log_error(NGX_LOG_ERR, sr->connection->log, 0,
+                      "chathistory: the embedding server \"%V\" sent an "
+                      "answer larger than subrequest_output_buffer_size",
+                      &sr->uri);
+        return "the embedding server's answer is larger than "
+               "subrequest_output_buffer_size";
+    }
 
     if (rc == NGX_HTTP_GATEWAY_TIME_OUT || status == NGX_HTTP_GATEWAY_TIME_OUT)
     {
@@ -482,6 +501,67 @@ ngx_http_chathistory_embed_vector(ngx_http_request_t *sr,
 
 
 /* The parent's turn again: on with the vector, or 503. */
+/*
+ * An answer that does not fit the subrequest's buffer would make nginx
+ * end the client's connection with no answer at all: past the bound, the
+ * rest is dropped here, before the buffer, and the request gets its 503.
+ */
+static ngx_int_t
+ngx_http_chathistory_embed_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    off_t                              size;
+    ngx_chain_t                       *cl;
+    ngx_http_core_loc_conf_t          *core;
+    ngx_http_chathistory_api_ctx_t    *ctx;
+    ngx_http_chathistory_embed_ctx_t  *ectx;
+
+    ctx = (r != r->main)
+          ? ngx_http_get_module_ctx(r->parent, ngx_http_chathistory_module)
+          : NULL;
+    ectx = ctx ? ctx->embed : NULL;
+
+    if (ectx == NULL || ectx->sr != r) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    core = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    size = 0;
+    for (cl = in; cl; cl = cl->next) {
+        size += ngx_buf_size(cl->buf);
+    }
+
+    if (r->headers_out.content_length_n
+        > (off_t) core->subrequest_output_buffer_size
+        || ectx->received + size > (off_t) core->subrequest_output_buffer_size)
+    {
+        ectx->too_big = 1;
+    }
+
+    if (!ectx->too_big) {
+        ectx->received += size;
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    for (cl = in; cl; cl = cl->next) {
+        cl->buf->pos = cl->buf->last;
+        cl->buf->file_pos = cl->buf->file_last;
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_chathistory_embed_init(ngx_conf_t *cf)
+{
+    ngx_http_next_body_filter = ngx_http_top_body_filter;
+    ngx_http_top_body_filter = ngx_http_chathistory_embed_body_filter;
+
+    return NGX_OK;
+}
+
+
 static void
 ngx_http_chathistory_embed_resume(ngx_http_request_t *r)
 {

@@ -302,6 +302,22 @@ sent no embedding in "{"embeddings":"none"}"
 
 
 
+=== TEST 13b: an answer larger than subrequest_output_buffer_size is 503, and says so
+--- config eval
+main::conf('ollama', 'all-minilm', "proxy_pass http://127.0.0.1:$::OK_PORT/api/embed;")
+. "location = /_embed_small { internal; subrequest_output_buffer_size 1k;"
+. " proxy_pass http://127.0.0.1:$::OK_PORT/api/embed; }"
+. "location /small/ { chathistory_api; chathistory_embedding_provider ollama;"
+. " chathistory_embedding_model all-minilm; chathistory_embedding_url /_embed_small; }"
+--- request eval
+"POST /small/search\n{\"query\": \"Where is the nearest pharmacy\", \"limit\": 2}"
+--- error_code: 503
+--- response_body_like: "message":"the embedding server's answer is larger than subrequest_output_buffer_size"
+--- error_log
+larger than subrequest_output_buffer_size
+
+
+
 === TEST 14: an all-zero vector is 503
 --- config eval
 main::conf('ollama', 'all-minilm', "return 200 '{\"embedding\":[" . CORE::join(",", (0) x 768) . "]}';")
