@@ -19,6 +19,7 @@ typedef struct {
     size_t                          len;
     ngx_fd_t                        fd;
     off_t                           offset;
+    size_t                          max;
     char                           *type;
     char                           *dir;
     char                           *tmp;
@@ -75,6 +76,7 @@ ngx_http_chathistory_audio_store(ngx_http_chathistory_record_t *rec)
     t->len = rec->audio_len;
     t->fd = rec->audio_fd;
     t->offset = rec->audio_offset;
+    t->max = rec->audio_max;
     t->type = (char *) rec->audio_type.data;
 
     t->dir = ngx_http_chathistory_audio_path(rec->pool, &rec->storage,
@@ -142,8 +144,11 @@ ngx_http_chathistory_audio_thread(void *data, ngx_log_t *log)
 {
     ngx_http_chathistory_audio_task_t  *t = data;
 
-    u_char                   *body;
-    chathistory_audio_out_t   out;
+    u_char                    *body;
+    chathistory_audio_out_t    out;
+    chathistory_audio_opts_t   opts = CHATHISTORY_AUDIO_OPTS_DEFAULT;
+
+    opts.max_input = t->max;
 
     body = ngx_http_chathistory_audio_read(t);
     if (body == NULL) {
@@ -153,7 +158,7 @@ ngx_http_chathistory_audio_thread(void *data, ngx_log_t *log)
     out.data = NULL;
     out.len = 0;
 
-    if (chathistory_audio_encode(body, t->len, t->type, NULL, &out, &t->ms,
+    if (chathistory_audio_encode(body, t->len, t->type, &opts, &out, &t->ms,
                                  t->err, sizeof(t->err))
         == 0)
     {

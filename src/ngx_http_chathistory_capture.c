@@ -19,11 +19,13 @@
 #include "ngx_http_chathistory_statements.h"
 #include "ngx_http_chathistory_status.h"
 #include "ngx_http_chathistory_validate.h"
+#include "chathistory_audio.h"
 
 
 typedef struct {
     ngx_flag_t                     capture;
     size_t                         max_size;
+    size_t                         audio_max_size;
     ngx_msec_t                     lookup_timeout;
     ngx_msec_t                     session_cache;
 } ngx_http_chathistory_capture_conf_t;
@@ -139,6 +141,13 @@ static ngx_command_t  ngx_http_chathistory_capture_commands[] = {
       ngx_conf_set_size_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_chathistory_capture_conf_t, max_size),
+      NULL },
+
+    { ngx_string("chathistory_capture_audio_max_size"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chathistory_capture_conf_t, audio_max_size),
       NULL },
 
       ngx_null_command
@@ -728,9 +737,10 @@ ngx_http_chathistory_capture_audio(ngx_http_request_t *r,
     ngx_http_chathistory_capture_ctx_t *ctx,
     ngx_http_chathistory_record_t *rec)
 {
-    ngx_uint_t                        level;
-    const char                       *why;
-    ngx_http_chathistory_loc_conf_t  *clcf;
+    ngx_uint_t                            level;
+    const char                           *why;
+    ngx_http_chathistory_loc_conf_t      *clcf;
+    ngx_http_chathistory_capture_conf_t  *conf;
 
     if (!ctx->audio_enabled
         || r->request_body == NULL || r->request_body->bufs == NULL)
@@ -740,15 +750,25 @@ ngx_http_chathistory_capture_audio(ngx_http_request_t *r,
     }
 
     clcf = ngx_http_get_module_loc_conf(r, ngx_http_chathistory_module);
+    conf = ngx_http_get_module_loc_conf(r, ngx_http_chathistory_capture_module);
 
     if (clcf->audio_storage_path.len == 0) {
         why = "there is no chathistory_audio_storage_path";
+
+    } else if (r->headers_in.content_length_n > (off_t) conf->audio_max_size
+               || (r->request_body->temp_file
+                   && r->request_body->temp_file->offset
+                      > (off_t) conf->audio_max_size))
+    {
+        /* refused before a byte of it is read into memory */
+        why = "its body is larger than chathistory_capture_audio_max_size";
 
     } else if (ngx_http_chathistory_capture_body(r, rec) != NGX_OK) {
         why = "its body cannot be kept";
 
     } else {
         rec->storage = clcf->audio_storage_path;
+        rec->audio_max = conf->audio_max_size;
         return;
     }
 
@@ -885,6 +905,7 @@ ngx_http_chathistory_capture_create_conf(ngx_conf_t *cf)
 
     conf->capture = NGX_CONF_UNSET;
     conf->max_size = NGX_CONF_UNSET_SIZE;
+    conf->audio_max_size = NGX_CONF_UNSET_SIZE;
     conf->lookup_timeout = NGX_CONF_UNSET_MSEC;
     conf->session_cache = NGX_CONF_UNSET_MSEC;
 
@@ -904,6 +925,8 @@ ngx_http_chathistory_capture_merge_conf(ngx_conf_t *cf, void *parent,
     ngx_conf_merge_value(conf->capture, prev->capture, 0);
     ngx_conf_merge_size_value(conf->max_size, prev->max_size,
                               4 * 1024 * 1024);
+    ngx_conf_merge_size_value(conf->audio_max_size, prev->audio_max_size,
+                              CHATHISTORY_AUDIO_MAX_INPUT);
     ngx_conf_merge_msec_value(conf->lookup_timeout, prev->lookup_timeout, 500);
     ngx_conf_merge_msec_value(conf->session_cache, prev->session_cache, 5000);
 

@@ -44,6 +44,7 @@ struct ngx_http_chathistory_record_s {
     size_t                              audio_len;
     ngx_fd_t                            audio_fd;
     off_t                               audio_offset;
+    size_t                              audio_max;
     ngx_str_t                           storage;
 
     /* a spooled record being replayed: its claimed file */

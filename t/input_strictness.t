@@ -12,11 +12,27 @@ no_shuffle();
 no_long_string();
 
 our $S = '0190c200-0000-7000-8000-000000000001';
+our $SAUDIO = '0190c200-0000-7000-8000-000000000002';   # keeps audio
 sql(<<"SQL");
-DELETE FROM sessions WHERE id = '$S';
-INSERT INTO sessions (id, org_id, title, source_lang, target_lang)
-    SELECT '$S', id, 'kept', 'en', 'es' FROM organizations WHERE name = 'default';
+DELETE FROM sessions WHERE id IN ('$S', '$SAUDIO');
+INSERT INTO sessions (id, org_id, title, source_lang, target_lang, audio_enabled)
+    SELECT s.id::uuid, o.id, s.title, 'en', 'es', s.audio
+    FROM organizations o, (VALUES ('$S', 'kept', false), ('$SAUDIO', 'audio', true))
+         AS s(id, title, audio)
+    WHERE o.name = 'default';
 SQL
+
+our $Audio = File::Temp::tempdir(CLEANUP => 1);
+chmod 0777, $Audio;
+
+# A pipeline request with a WAV fixture as its body.
+sub wav_post {
+    my ($path) = @_;
+    open my $fh, '<:raw', 't/fixtures/audio/pcm16-mono-16k.wav' or die "wav: $!";
+    my $body = do { local $/; <$fh> };
+    return "POST $path HTTP/1.1\r\nHost: localhost\r\nContent-Type: audio/wav\r\n"
+        . "Content-Length: " . length($body) . "\r\nConnection: close\r\n\r\n$body";
+}
 
 add_block_preprocessor(\&chathistory_block);
 
@@ -28,6 +44,10 @@ is(sql("SELECT count(*) FROM sessions WHERE title LIKE 'abc%'"), 0,
    "no refused POST created a session");
 is(sql("SELECT count(*) FROM messages WHERE session_id = '$S'"), 0,
    "the answer with \\u0000 was not recorded");
+is(sql_eventually("SELECT count(*) FROM messages WHERE session_id = '$SAUDIO'"
+                  . " AND audio_path IS NULL", 1), 1,
+   "the message with a body over the audio limit was recorded without audio");
+ok(!-e "$Audio/$SAUDIO", "and no audio file was written for it");
 
 __DATA__
 
@@ -131,6 +151,34 @@ __DATA__
 {"transcript":"abc\u0000def","translation":"x"}
 --- error_log
 not recorded: the upstream's answer has malformed JSON
+--- no_error_log
+[error]
+[crit]
+[alert]
+
+
+
+=== TEST 8: a body over chathistory_capture_audio_max_size is recorded without its audio, unread
+--- http_config eval
+"chathistory_database_url \"$ENV{TEST_NGINX_DATABASE_URL}\";\n"
+. "chathistory_spool_path " . File::Temp::tempdir(CLEANUP => 1) . ";\n"
+. "chathistory_audio_storage_path $::Audio;\n"
+--- config
+    location = /upstream {
+        default_type application/json;
+        return 200 '{"transcript":"big","translation":"grande"}';
+    }
+    location = /pipeline {
+        chathistory_capture on;
+        chathistory_capture_audio_max_size 1k;
+        client_body_buffer_size 512;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_SERVER_PORT/upstream;
+    }
+--- raw_request eval
+main::wav_post("/pipeline?session_id=$::SAUDIO")
+--- error_code: 200
+--- error_log
+recorded without audio: its body is larger than chathistory_capture_audio_max_size
 --- no_error_log
 [error]
 [crit]
