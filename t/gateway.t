@@ -528,6 +528,34 @@ main::bearer($::KA)
 
 
 
+=== TEST 22c: a duplicated Authorization puts both keys in nginx's own log at info (docs/gateway.md)
+--- log_level: info
+--- request eval
+"GET /v1/sessions"
+--- more_headers eval
+main::bearer($::KA) . "\n" . main::bearer($::KB)
+--- error_code: 400
+--- error_log eval
+[qr/client sent duplicate header line: "Authorization: Bearer \Q$::KB\E", previous value: "Authorization: Bearer \Q$::KA\E"/]
+--- no_error_log
+[error]
+[crit]
+[alert]
+
+
+
+=== TEST 22d: and at notice, the level docs/gateway.md recommends, no key is logged
+--- log_level: notice
+--- request eval
+"GET /v1/sessions"
+--- more_headers eval
+main::bearer($::KA) . "\n" . main::bearer($::KB)
+--- error_code: 400
+--- no_error_log eval
+[$::KA, $::KB, $::hash{$::KA}, $::hash{$::KB}, "[error]", "[crit]", "[alert]"]
+
+
+
 === TEST 23: chathistory_auth needs the database
 --- http_config
 --- config
