@@ -33,7 +33,10 @@ endif
 MODULE_SO  := $(BUILD)/nginx/objs/ngx_http_chathistory_module.so
 WORKER     := $(BUILD)/chathistory-worker
 
-MODULE_SRC := config ngx_http_chathistory_module.c $(wildcard src/*.c src/*.h src/common/*.c src/common/*.h src/audio/*.c src/audio/*.h)
+MODULE_DIRS := src src/api src/record src/auth src/status src/pg src/util \
+               src/audio src/common
+MODULE_SRC := config ngx_http_chathistory_module.c \
+              $(foreach d,$(MODULE_DIRS),$(wildcard $(d)/*.c $(d)/*.h))
 WORKER_SRC := $(wildcard src/worker/*.c src/common/*.c)
 WORKER_HDR := $(wildcard src/worker/*.h src/common/*.h)
 
@@ -99,7 +102,7 @@ FUZZ_HELPERS  := $(patsubst fuzz/%.c,$(FUZZ_BUILD)/%.o,\
 FUZZ_INCS     := $(addprefix -I$(FUZZ_NGINX)/,src/core src/event \
                    src/event/modules src/os/unix objs src/http \
                    src/http/modules src/http/v2) \
-                 -Isrc -Isrc/audio -Isrc/common -Ifuzz -I$(PG_INC)
+                 $(addprefix -I,$(MODULE_DIRS)) -Ifuzz -I$(PG_INC)
 
 fuzz: $(FUZZ_TARGETS)
 

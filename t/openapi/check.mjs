@@ -2,7 +2,7 @@
 // module's route table. Prints TAP (t/openapi.t passes each line on to prove).
 //
 //   node t/openapi/check.mjs --base http://127.0.0.1:PORT --database-url URL \
-//       --storage DIR [--doc docs/openapi.yaml] [--routes src/ngx_http_chathistory_api.c]
+//       --storage DIR [--doc docs/openapi.yaml] [--routes src/api/ngx_http_chathistory_api.c]
 //
 // 1. The routes: every pattern and method of ngx_http_chathistory_routes (and its Allow
 //    string) is a documented /api and /v1 path and operation, and nothing else is.
@@ -37,7 +37,7 @@ const BASE = new URL(need(args, 'base'));
 const DB = need(args, 'database-url');
 const STORAGE = need(args, 'storage');
 const DOC_FILE = args.doc ?? path.join(root, 'docs/openapi.yaml');
-const ROUTES_FILE = args.routes ?? path.join(root, 'src/ngx_http_chathistory_api.c');
+const ROUTES_FILE = args.routes ?? path.join(root, 'src/api/ngx_http_chathistory_api.c');
 const AUDIO_FIXTURE = path.join(root, 't/fixtures/audio/speech.opus');
 
 // statuses documented but not provoked here: the database or embedding server away
