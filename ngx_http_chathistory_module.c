@@ -33,7 +33,6 @@ static ngx_int_t ngx_http_chathistory_conninfo(ngx_conf_t *cf,
     ngx_http_chathistory_main_conf_t *cmcf, PQconninfoOption *opts);
 static ngx_int_t ngx_http_chathistory_resolve_host(ngx_conf_t *cf,
     const char *host, const char *port, const char **hostaddr);
-static char *ngx_http_chathistory_strdup(ngx_pool_t *pool, const char *s);
 static char *ngx_http_chathistory_api(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_chathistory_flush_bound(ngx_conf_t *cf, void *post,
@@ -431,27 +430,6 @@ ngx_http_chathistory_exit_process(ngx_cycle_t *cycle)
 
 
 /*
- * The module's own timers (batches, the spool, audio, memory) have no
- * connection; nginx's timer code logs the fd of an event's connection, so
- * each points at one that has none. A cancelable timer does not hold a
- * quitting worker back.
- */
-void
-ngx_http_chathistory_timer_init(ngx_event_t *ev, ngx_event_handler_pt handler,
-    ngx_log_t *log, ngx_uint_t cancelable)
-{
-    static ngx_connection_t  none;
-
-    none.fd = (ngx_socket_t) -1;
-
-    ev->data = &none;
-    ev->handler = handler;
-    ev->log = log;
-    ev->cancelable = cancelable;
-}
-
-
-/*
  * A libpq connection string or postgresql:// URL, checked here so that a
  * mistake fails "nginx -t", not the first request.
  */
@@ -630,25 +608,6 @@ ngx_http_chathistory_resolve_host(ngx_conf_t *cf, const char *host,
     *hostaddr = (char *) p;
 
     return NGX_OK;
-}
-
-
-static char *
-ngx_http_chathistory_strdup(ngx_pool_t *pool, const char *s)
-{
-    size_t   len;
-    u_char  *p;
-
-    len = ngx_strlen(s) + 1;
-
-    p = ngx_pnalloc(pool, len);
-    if (p == NULL) {
-        return NULL;
-    }
-
-    ngx_memcpy(p, s, len);
-
-    return (char *) p;
 }
 
 

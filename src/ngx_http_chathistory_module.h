@@ -12,6 +12,8 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
+#include "ngx_http_chathistory_util.h"
+
 
 typedef struct {
     ngx_str_t                   database_url;
@@ -51,14 +53,6 @@ typedef struct {
 
 
 extern ngx_module_t  ngx_http_chathistory_module;
-
-
-/* a timer event of the module's own, not of a connection */
-void ngx_http_chathistory_timer_init(ngx_event_t *ev,
-    ngx_event_handler_pt handler, ngx_log_t *log, ngx_uint_t cancelable);
-
-/* the module worked: hand the memory it freed back to the system soon */
-void ngx_http_chathistory_memory_used(void);
 
 
 #endif /* _NGX_HTTP_CHATHISTORY_MODULE_H_INCLUDED_ */

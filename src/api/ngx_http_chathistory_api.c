@@ -52,8 +52,6 @@ static ngx_int_t ngx_http_chathistory_api_run(ngx_http_request_t *r,
 static ngx_int_t ngx_http_chathistory_api_json_type(ngx_http_request_t *r);
 static ngx_int_t ngx_http_chathistory_api_cursor(ngx_http_request_t *r,
     const char *micros, const char *id, ngx_str_t *out);
-static const char *ngx_http_chathistory_api_strdup(ngx_http_request_t *r,
-    const char *s);
 
 
 static ngx_http_chathistory_route_t  ngx_http_chathistory_routes[] = {
@@ -590,8 +588,8 @@ ngx_http_chathistory_api_query(ngx_http_request_t *r, ngx_uint_t stmt,
     /* copied: a caller's parameters may be gone before the statement is
      * sent, after a wait for a connection or a prepare */
     for (i = 0; i < nparams; i++) {
-        q->values[i] = params[i] ? ngx_http_chathistory_api_strdup(r,
-                                                                 params[i])
+        q->values[i] = params[i] ? ngx_http_chathistory_strdup(r->pool,
+                                                               params[i])
                                  : NULL;
 
         if (params[i] && q->values[i] == NULL) {
@@ -874,21 +872,3 @@ ngx_http_chathistory_api_sessions_url(ngx_http_request_t *r, ngx_str_t *url)
     return NGX_OK;
 }
 
-
-static const char *
-ngx_http_chathistory_api_strdup(ngx_http_request_t *r, const char *s)
-{
-    u_char  *p;
-    size_t   len;
-
-    len = ngx_strlen(s) + 1;
-
-    p = ngx_pnalloc(r->pool, len);
-    if (p == NULL) {
-        return NULL;
-    }
-
-    ngx_memcpy(p, s, len);
-
-    return (char *) p;
-}

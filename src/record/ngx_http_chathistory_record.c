@@ -20,8 +20,6 @@ static void ngx_http_chathistory_record_cleanup(void *data);
 static const char *ngx_http_chathistory_record_text(
     ngx_http_chathistory_record_t *rec, cJSON *json, const char *name,
     const char *alias);
-static const char *ngx_http_chathistory_record_dup(
-    ngx_http_chathistory_record_t *rec, const char *s);
 static const char *ngx_http_chathistory_record_ms(
     ngx_http_chathistory_record_t *rec, cJSON *json, const char *name);
 static void ngx_http_chathistory_record_stored(
@@ -151,27 +149,7 @@ ngx_http_chathistory_record_text(ngx_http_chathistory_record_t *rec,
         return NULL;
     }
 
-    return ngx_http_chathistory_record_dup(rec, item->valuestring);
-}
-
-
-static const char *
-ngx_http_chathistory_record_dup(ngx_http_chathistory_record_t *rec,
-    const char *s)
-{
-    u_char  *p;
-    size_t   len;
-
-    len = ngx_strlen(s) + 1;
-
-    p = ngx_pnalloc(rec->pool, len);
-    if (p == NULL) {
-        return NULL;
-    }
-
-    ngx_memcpy(p, s, len);
-
-    return (char *) p;
+    return ngx_http_chathistory_strdup(rec->pool, item->valuestring);
 }
 
 
@@ -229,10 +207,10 @@ ngx_http_chathistory_record_audio_fields(ngx_http_chathistory_record_t *rec,
         return NGX_DECLINED;
     }
 
-    rec->values[CH_REC_AUDIO_PATH] = ngx_http_chathistory_record_dup(rec,
-                                                         path->valuestring);
-    rec->values[CH_REC_AUDIO_MS] = ngx_http_chathistory_record_dup(rec,
-                                                         ms->valuestring);
+    rec->values[CH_REC_AUDIO_PATH] = ngx_http_chathistory_strdup(rec->pool,
+                                                     path->valuestring);
+    rec->values[CH_REC_AUDIO_MS] = ngx_http_chathistory_strdup(rec->pool,
+                                                     ms->valuestring);
 
     return (rec->values[CH_REC_AUDIO_PATH] && rec->values[CH_REC_AUDIO_MS])
            ? NGX_OK : NGX_ERROR;

@@ -1,5 +1,62 @@
 
 /*
+ * What every part of the module uses: its own timers, NUL-terminated
+ * copies, and handing freed memory back to the system.
+ */
+
+
+#if (NGX_LINUX && defined __GLIBC__)
+#include <malloc.h>
+#endif
+
+#include "ngx_http_chathistory_util.h"
+
+
+#define CH_MEMORY_TRIM_INTERVAL  10000
+
+
+/*
+ * The module's own timers (batches, the spool, audio, memory) have no
+ * connection; nginx's timer code logs the fd of an event's connection, so
+ * each points at one that has none. A cancelable timer does not hold a
+ * quitting worker back.
+ */
+void
+ngx_http_chathistory_timer_init(ngx_event_t *ev, ngx_event_handler_pt handler,
+    ngx_log_t *log, ngx_uint_t cancelable)
+{
+    static ngx_connection_t  none;
+
+    none.fd = (ngx_socket_t) -1;
+
+    ev->data = &none;
+    ev->handler = handler;
+    ev->log = log;
+    ev->cancelable = cancelable;
+}
+
+
+/* A C string of the pool's, for libpq and the like. */
+char *
+ngx_http_chathistory_strdup(ngx_pool_t *pool, const char *s)
+{
+    size_t   len;
+    u_char  *p;
+
+    len = ngx_strlen(s) + 1;
+
+    p = ngx_pnalloc(pool, len);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    ngx_memcpy(p, s, len);
+
+    return (char *) p;
+}
+
+
+/*
  * A worker's freed memory, handed back to the system. glibc's free()
  * returns memory to the kernel only from the top of the heap; what is
  * freed below stays resident for the life of the process. After a burst
@@ -11,16 +68,6 @@
  * heap of a few megabytes) at most every CH_MEMORY_TRIM_INTERVAL, and
  * none while the worker is idle.
  */
-
-
-#if (NGX_LINUX && defined __GLIBC__)
-#include <malloc.h>
-#endif
-
-#include "ngx_http_chathistory_module.h"
-
-
-#define CH_MEMORY_TRIM_INTERVAL  10000
 
 
 #if (NGX_LINUX && defined __GLIBC__)
