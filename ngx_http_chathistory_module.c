@@ -16,6 +16,7 @@
 #include "ngx_http_chathistory_embed.h"
 #include "ngx_http_chathistory_pg.h"
 #include "ngx_http_chathistory_record.h"
+#include "ngx_http_chathistory_counters.h"
 #include "ngx_http_chathistory_status.h"
 
 
@@ -225,11 +226,18 @@ ngx_module_t  ngx_http_chathistory_module = {
 static ngx_int_t
 ngx_http_chathistory_postconfiguration(ngx_conf_t *cf)
 {
-    if (ngx_http_chathistory_embed_init(cf) != NGX_OK) {
+    ngx_http_chathistory_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_chathistory_module);
+
+    if (ngx_http_chathistory_embed_init(cf) != NGX_OK
+        || ngx_http_chathistory_api_init(cf) != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
-    return ngx_http_chathistory_status_zone(cf);
+    return ngx_http_chathistory_counters_zone(cf, cmcf->database_url.len
+                                                  || cmcf->status_used);
 }
 
 
@@ -396,7 +404,7 @@ ngx_http_chathistory_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
-    if (ngx_http_chathistory_status_init_process(cycle) != NGX_OK) {
+    if (ngx_http_chathistory_counters_init_process(cycle) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -425,7 +433,7 @@ ngx_http_chathistory_exit_process(ngx_cycle_t *cycle)
 {
     ngx_http_chathistory_record_exit();
     ngx_http_chathistory_pg_pool_done(cycle);
-    ngx_http_chathistory_status_exit_process(cycle);
+    ngx_http_chathistory_counters_exit_process(cycle);
 }
 
 

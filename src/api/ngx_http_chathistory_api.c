@@ -8,6 +8,7 @@
 
 #include "ngx_http_chathistory_api.h"
 #include "ngx_http_chathistory_auth.h"
+#include "ngx_http_chathistory_counters.h"
 #include "ngx_http_chathistory_cursor.h"
 #include "ngx_http_chathistory_json.h"
 #include "ngx_http_chathistory_validate.h"
@@ -52,6 +53,7 @@ static ngx_int_t ngx_http_chathistory_api_run(ngx_http_request_t *r,
 static ngx_int_t ngx_http_chathistory_api_json_type(ngx_http_request_t *r);
 static ngx_int_t ngx_http_chathistory_api_cursor(ngx_http_request_t *r,
     const char *micros, const char *id, ngx_str_t *out);
+static ngx_int_t ngx_http_chathistory_api_log(ngx_http_request_t *r);
 
 
 static ngx_http_chathistory_route_t  ngx_http_chathistory_routes[] = {
@@ -86,6 +88,54 @@ static ngx_http_chathistory_route_t  ngx_http_chathistory_routes[] = {
 
     { NULL, NULL, { { 0, NULL } } }
 };
+
+
+/* every route has its row of request counters, 0 being "none" */
+typedef char ngx_http_chathistory_routes_counted[
+    sizeof(ngx_http_chathistory_routes) / sizeof(ngx_http_chathistory_routes[0])
+    < NGX_HTTP_CHATHISTORY_COUNTED_ROUTES ? 1 : -1];
+
+
+/* Requests to the API are counted by route and status when they are done. */
+ngx_int_t
+ngx_http_chathistory_api_init(ngx_conf_t *cf)
+{
+    ngx_http_handler_pt        *h;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_chathistory_api_log;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_chathistory_api_log(ngx_http_request_t *r)
+{
+    ngx_http_chathistory_api_ctx_t   *ctx;
+    ngx_http_chathistory_loc_conf_t  *clcf;
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_chathistory_module);
+
+    if (!clcf->api) {
+        return NGX_OK;
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_chathistory_module);
+
+    ngx_http_chathistory_count_request(ctx ? ctx->route : 0,
+                                       r->err_status ? r->err_status
+                                                     : r->headers_out.status);
+
+    return NGX_OK;
+}
 
 
 ngx_int_t

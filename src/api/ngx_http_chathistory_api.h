@@ -46,6 +46,9 @@ typedef struct {
 
 ngx_int_t ngx_http_chathistory_api_handler(ngx_http_request_t *r);
 
+/* the log phase's counting of the API's requests */
+ngx_int_t ngx_http_chathistory_api_init(ngx_conf_t *cf);
+
 /* the pattern of the n-th route, "sessions/:s" (1-based), NULL past them */
 const char *ngx_http_chathistory_api_route_pattern(ngx_uint_t n);
 

@@ -12,7 +12,7 @@
 
 
 #include "ngx_http_chathistory_pg.h"
-#include "ngx_http_chathistory_status.h"
+#include "ngx_http_chathistory_counters.h"
 
 
 #define CH_PG_BACKOFF_MIN  50
@@ -24,6 +24,8 @@ static void ngx_http_chathistory_pg_wait_timeout(ngx_event_t *ev);
 static void ngx_http_chathistory_pg_failed_handler(ngx_event_t *ev);
 static void ngx_http_chathistory_pg_enqueue(
     ngx_http_chathistory_pg_query_t *q);
+static void ngx_http_chathistory_pg_pool_counted(
+    ngx_http_chathistory_pg_pool_t *pool);
 static void ngx_http_chathistory_pg_dequeue(
     ngx_http_chathistory_pg_query_t *q);
 static ngx_int_t ngx_http_chathistory_pg_grow(
@@ -214,7 +216,7 @@ ngx_http_chathistory_pg_take(ngx_http_chathistory_pg_pool_t *pool,
         pool->writer = pc;
     }
 
-    ngx_http_chathistory_status_pool(pool);
+    ngx_http_chathistory_pg_pool_counted(pool);
     ngx_http_chathistory_pg_conn_send(pc, q);
 }
 
@@ -264,7 +266,7 @@ ngx_http_chathistory_pg_grow(ngx_http_chathistory_pg_pool_t *pool)
 
     pc = ngx_http_chathistory_pg_conn_open(pool);
     if (pc == NULL) {
-        ngx_http_chathistory_status_count(CH_STAT_DB_CONNECT_FAILURES);
+        ngx_http_chathistory_count(CH_STAT_DB_CONNECT_FAILURES);
         pool->backoff = ngx_max(pool->backoff * 2, CH_PG_BACKOFF_MIN);
         pool->backoff = ngx_min(pool->backoff, CH_PG_BACKOFF_MAX);
         pool->retry_at = ngx_current_msec + pool->backoff;
@@ -273,7 +275,7 @@ ngx_http_chathistory_pg_grow(ngx_http_chathistory_pg_pool_t *pool)
 
     ngx_queue_insert_tail(&pool->busy, &pc->queue);
     pool->nconns++;
-    ngx_http_chathistory_status_pool(pool);
+    ngx_http_chathistory_pg_pool_counted(pool);
 
     return NGX_OK;
 }
@@ -283,7 +285,7 @@ void
 ngx_http_chathistory_pg_pool_connected(ngx_http_chathistory_pg_conn_t *pc)
 {
     pc->pool->backoff = 0;
-    ngx_http_chathistory_status_count(CH_STAT_DB_CONNECTS);
+    ngx_http_chathistory_count(CH_STAT_DB_CONNECTS);
     ngx_http_chathistory_pg_pool_released(pc);
 }
 
@@ -314,7 +316,7 @@ ngx_http_chathistory_pg_pool_released(ngx_http_chathistory_pg_conn_t *pc)
     ngx_queue_insert_head(&pool->idle, &pc->queue);
     pc->idle = 1;
     pool->nidle++;
-    ngx_http_chathistory_status_pool(pool);
+    ngx_http_chathistory_pg_pool_counted(pool);
 
     /* an idle connection does not hold a quitting worker back */
     pc->connection->read->cancelable = 1;
@@ -364,7 +366,7 @@ ngx_http_chathistory_pg_pool_expired(ngx_http_chathistory_pg_conn_t *pc)
     ngx_queue_remove(&pc->queue);
     pc->pool->nidle--;
     pc->pool->nconns--;
-    ngx_http_chathistory_status_pool(pc->pool);
+    ngx_http_chathistory_pg_pool_counted(pc->pool);
     ngx_http_chathistory_pg_conn_close(pc);
 }
 
@@ -388,7 +390,7 @@ ngx_http_chathistory_pg_pool_failed(ngx_http_chathistory_pg_conn_t *pc,
         pool->nidle--;
     }
 
-    ngx_http_chathistory_status_pool(pool);
+    ngx_http_chathistory_pg_pool_counted(pool);
     ngx_http_chathistory_pg_conn_close(pc);
 
     if (writer) {
@@ -400,7 +402,7 @@ ngx_http_chathistory_pg_pool_failed(ngx_http_chathistory_pg_conn_t *pc,
         return;
     }
 
-    ngx_http_chathistory_status_count(CH_STAT_DB_CONNECT_FAILURES);
+    ngx_http_chathistory_count(CH_STAT_DB_CONNECT_FAILURES);
 
     pool->backoff = ngx_max(pool->backoff * 2, CH_PG_BACKOFF_MIN);
     pool->backoff = ngx_min(pool->backoff, CH_PG_BACKOFF_MAX);
@@ -471,11 +473,20 @@ ngx_http_chathistory_pg_enqueue(ngx_http_chathistory_pg_query_t *q)
     ngx_queue_insert_tail(q->writer ? &pool->writer_waiting : &pool->waiting,
                           &q->queue);
     pool->nwaiting++;
-    ngx_http_chathistory_status_count(CH_STAT_DB_WAITS);
-    ngx_http_chathistory_status_pool(pool);
+    ngx_http_chathistory_count(CH_STAT_DB_WAITS);
+    ngx_http_chathistory_pg_pool_counted(pool);
     q->waiting = 1;
 
     ngx_add_timer(&q->wait_timer, pool->conf->queue_timeout);
+}
+
+
+/* The pool's gauges, in the counters' zone. */
+static void
+ngx_http_chathistory_pg_pool_counted(ngx_http_chathistory_pg_pool_t *pool)
+{
+    ngx_http_chathistory_count_pool(pool->nconns, pool->nidle,
+                                    pool->nwaiting);
 }
 
 
@@ -488,7 +499,7 @@ ngx_http_chathistory_pg_dequeue(ngx_http_chathistory_pg_query_t *q)
 
     ngx_queue_remove(&q->queue);
     ngx_http_chathistory_pg_pool->nwaiting--;
-    ngx_http_chathistory_status_pool(ngx_http_chathistory_pg_pool);
+    ngx_http_chathistory_pg_pool_counted(ngx_http_chathistory_pg_pool);
     q->waiting = 0;
 
     if (q->wait_timer.timer_set) {
@@ -565,7 +576,7 @@ ngx_http_chathistory_pg_count(ngx_http_chathistory_pg_failure_e failure,
                ? CH_STAT_DB_OK : CH_STAT_DB_ERROR;
     }
 
-    ngx_http_chathistory_status_count(stat);
+    ngx_http_chathistory_count(stat);
 }
 
 

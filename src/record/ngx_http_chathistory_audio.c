@@ -276,7 +276,7 @@ ngx_http_chathistory_audio_done(ngx_event_t *ev)
         ngx_log_error(NGX_LOG_WARN, rec->log, 0,
                       "chathistory: message %s recorded without audio: %s",
                       rec->id.text, t->err);
-        ngx_http_chathistory_status_count(CH_STAT_AUDIO_SKIPPED);
+        ngx_http_chathistory_count(CH_STAT_AUDIO_SKIPPED);
         ngx_http_chathistory_record_store(rec);
         return;
     }
@@ -298,7 +298,7 @@ ngx_http_chathistory_audio_done(ngx_event_t *ev)
         rec->values[CH_REC_AUDIO_MS] = NULL;
     }
 
-    ngx_http_chathistory_status_count(CH_STAT_AUDIO_STORED);
+    ngx_http_chathistory_count(CH_STAT_AUDIO_STORED);
 
     ngx_http_chathistory_record_store(rec);
 }

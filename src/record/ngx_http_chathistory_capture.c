@@ -17,7 +17,7 @@
 #include "ngx_http_chathistory_pg.h"
 #include "ngx_http_chathistory_record.h"
 #include "ngx_http_chathistory_statements.h"
-#include "ngx_http_chathistory_status.h"
+#include "ngx_http_chathistory_counters.h"
 #include "ngx_http_chathistory_validate.h"
 #include "chathistory_audio.h"
 
@@ -263,7 +263,7 @@ ngx_http_chathistory_capture_handler(ngx_http_request_t *r)
     {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "chathistory: session_id is not a UUID, not recording");
-        ngx_http_chathistory_status_count(CH_STAT_CAPTURE_NOT_UUID);
+        ngx_http_chathistory_count(CH_STAT_CAPTURE_NOT_UUID);
         return NGX_DECLINED;
     }
 
@@ -427,7 +427,7 @@ ngx_http_chathistory_capture_lookup_timeout(ngx_event_t *ev)
     ngx_log_error(NGX_LOG_WARN, c->log, 0,
                   "chathistory: the session lookup took too long, "
                   "recording without it");
-    ngx_http_chathistory_status_count(CH_STAT_CAPTURE_LOOKUP_TIMEOUT);
+    ngx_http_chathistory_count(CH_STAT_CAPTURE_LOOKUP_TIMEOUT);
 
     ctx->lookup = CH_LOOKUP_FAILED;
     ctx->audio_enabled = 1;
@@ -484,7 +484,7 @@ ngx_http_chathistory_capture_header_filter(ngx_http_request_t *r)
     if (why != NULL) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "chathistory: not recording: %s", why);
-        ngx_http_chathistory_status_count(stat);
+        ngx_http_chathistory_count(stat);
         ngx_http_set_ctx(r, NULL, ngx_http_chathistory_capture_module);
         return ngx_http_next_header_filter(r);
     }
@@ -669,7 +669,7 @@ ngx_http_chathistory_capture_finish(ngx_http_request_t *r,
                       "chathistory: message %s not recorded: the answer is "
                       "larger than chathistory_capture_max_size or went to "
                       "a temporary file", ctx->message_id.text);
-        ngx_http_chathistory_status_count(CH_STAT_CAPTURE_TOO_LARGE);
+        ngx_http_chathistory_count(CH_STAT_CAPTURE_TOO_LARGE);
         return;
     }
 
@@ -720,12 +720,12 @@ ngx_http_chathistory_capture_record(ngx_http_request_t *r,
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       "chathistory: message %s not recorded: the upstream's "
                       "answer has %s", rec->id.text, rec->reason);
-        ngx_http_chathistory_status_count(CH_STAT_CAPTURE_MALFORMED);
+        ngx_http_chathistory_count(CH_STAT_CAPTURE_MALFORMED);
         ngx_http_chathistory_record_free(rec);
         return;
     }
 
-    ngx_http_chathistory_status_count(CH_STAT_CAPTURE_RECORDED);
+    ngx_http_chathistory_count(CH_STAT_CAPTURE_RECORDED);
     ngx_http_chathistory_capture_audio(r, ctx, rec);
     ngx_http_chathistory_record_start(rec);
 }
@@ -778,7 +778,7 @@ ngx_http_chathistory_capture_audio(ngx_http_request_t *r,
     ngx_log_error(level, r->connection->log, 0,
                   "chathistory: message %s recorded without audio: %s",
                   rec->id.text, why);
-    ngx_http_chathistory_status_count(CH_STAT_AUDIO_SKIPPED);
+    ngx_http_chathistory_count(CH_STAT_AUDIO_SKIPPED);
 }
 
 

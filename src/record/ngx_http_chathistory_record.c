@@ -280,7 +280,7 @@ ngx_http_chathistory_record_stored(ngx_http_chathistory_pg_query_t *q,
         ngx_log_error(NGX_LOG_ERR, rec->log, 0,
                       "chathistory: message %s not recorded: %s",
                       rec->id.text, PQresultErrorMessage(res));
-        ngx_http_chathistory_status_count(CH_STAT_MESSAGE_REJECTED);
+        ngx_http_chathistory_count(CH_STAT_MESSAGE_REJECTED);
         ngx_http_chathistory_spool_done(rec, 0);
         return;
     }
@@ -293,7 +293,7 @@ ngx_http_chathistory_record_stored(ngx_http_chathistory_pg_query_t *q,
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, rec->log, 0,
                    "chathistory: message %s recorded", rec->id.text);
 
-    ngx_http_chathistory_status_count(CH_STAT_MESSAGE_STORED);
+    ngx_http_chathistory_count(CH_STAT_MESSAGE_STORED);
     ngx_http_chathistory_spool_done(rec, 1);
 }
 
@@ -305,7 +305,7 @@ ngx_http_chathistory_record_missing(ngx_http_chathistory_record_t *rec)
     ngx_log_error(NGX_LOG_INFO, rec->log, 0,
                   "chathistory: message %s not recorded: session %s "
                   "does not exist", rec->id.text, rec->session_id.text);
-    ngx_http_chathistory_status_count(CH_STAT_MESSAGE_SESSION_GONE);
+    ngx_http_chathistory_count(CH_STAT_MESSAGE_SESSION_GONE);
 
     ngx_http_chathistory_audio_discard(rec);
     ngx_http_chathistory_spool_done(rec, 1);

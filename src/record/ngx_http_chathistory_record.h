@@ -15,7 +15,7 @@
 #include <cjson/cJSON.h>
 
 #include "ngx_http_chathistory_module.h"
-#include "ngx_http_chathistory_status.h"
+#include "ngx_http_chathistory_counters.h"
 #include "ngx_http_chathistory_uuid.h"
 
 

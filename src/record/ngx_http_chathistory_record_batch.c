@@ -295,11 +295,11 @@ ngx_http_chathistory_batch_stored(ngx_http_chathistory_pg_query_t *q,
         ngx_http_chathistory_batch_fail(b, 1);
 
     } else {
-        ngx_http_chathistory_status_count(CH_STAT_MESSAGE_BATCHES);
+        ngx_http_chathistory_count(CH_STAT_MESSAGE_BATCHES);
 
         for (i = 0; i < b->n; i++) {
             if (PQgetvalue(res, i, 1)[0] == 't') {
-                ngx_http_chathistory_status_count(CH_STAT_MESSAGE_STORED);
+                ngx_http_chathistory_count(CH_STAT_MESSAGE_STORED);
                 ngx_http_chathistory_spool_done(b->recs[i], 1);
 
             } else {

@@ -124,7 +124,7 @@ ngx_http_chathistory_spool_write(ngx_http_chathistory_record_t *rec)
                       "chathistory: message %s lost: the spool \"%V\" holds "
                       "its maximum of %ui messages", rec->id.text,
                       &cmcf->spool_path, cmcf->spool_max);
-        ngx_http_chathistory_status_count(CH_STAT_MESSAGE_LOST);
+        ngx_http_chathistory_count(CH_STAT_MESSAGE_LOST);
         ngx_http_chathistory_record_free(rec);
         return;
     }
@@ -263,7 +263,7 @@ ngx_http_chathistory_spool_written(ngx_event_t *ev)
         ngx_log_error(NGX_LOG_CRIT, rec->log, w->err,
                       "chathistory: message %s lost: writing \"%s\" failed",
                       rec->id.text, w->path);
-        ngx_http_chathistory_status_count(CH_STAT_MESSAGE_LOST);
+        ngx_http_chathistory_count(CH_STAT_MESSAGE_LOST);
 
     } else {
         ngx_http_chathistory_spool_spooled(rec);
@@ -286,7 +286,7 @@ ngx_http_chathistory_spool_spooled(ngx_http_chathistory_record_t *rec)
     ngx_log_error(NGX_LOG_INFO, rec->log, 0,
                   "chathistory: message %s spooled until the database is "
                   "back", rec->id.text);
-    ngx_http_chathistory_status_count(CH_STAT_MESSAGE_SPOOLED);
+    ngx_http_chathistory_count(CH_STAT_MESSAGE_SPOOLED);
 
     if (ngx_http_chathistory_spool_unreported++ > 0
         && !ngx_http_chathistory_spool_inline)
@@ -632,7 +632,7 @@ ngx_http_chathistory_spool_scanned(ngx_event_t *ev)
     ngx_http_chathistory_spool_busy = 0;
 
     ngx_http_chathistory_spool_known = scan->total;
-    ngx_http_chathistory_status_spool(scan->total);
+    ngx_http_chathistory_count_spool(scan->total);
 
     for (i = 0; i < scan->n; i++) {
         ngx_http_chathistory_spool_replay(scan, &scan->items[i]);
@@ -712,7 +712,7 @@ ngx_http_chathistory_spool_replay(ngx_http_chathistory_spool_scan_t *scan,
 
     ngx_log_error(NGX_LOG_INFO, rec->log, 0,
                   "chathistory: replaying spooled message %s", rec->id.text);
-    ngx_http_chathistory_status_count(CH_STAT_MESSAGE_REPLAYED);
+    ngx_http_chathistory_count(CH_STAT_MESSAGE_REPLAYED);
 
     ngx_http_chathistory_record_store(rec);
 }

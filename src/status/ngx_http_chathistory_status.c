@@ -1,9 +1,9 @@
 
 /*
- * "chathistory_status;": Prometheus text metrics. Counters live in a
- * shared memory zone, so whichever worker answers speaks for all; the
- * job queue is read from the database, at most once a few seconds per
- * worker.
+ * "chathistory_status;": Prometheus text metrics. What every part counted
+ * (the counters' shared zone, so whichever worker answers speaks for all),
+ * the API's requests by route, and the job queue, read from the database
+ * at most once a few seconds per worker.
  */
 
 
@@ -13,33 +13,15 @@
 
 #include "ngx_http_chathistory_module.h"
 #include "ngx_http_chathistory_api.h"
-#include "ngx_http_chathistory_json.h"
+#include "ngx_http_chathistory_counters.h"
+#include "ngx_http_chathistory_pg.h"
 #include "ngx_http_chathistory_statements.h"
 #include "ngx_http_chathistory_status.h"
 
 
-#define CH_STATUS_ROUTES       12      /* 0: no route, then the API's */
-#define CH_STATUS_WORKERS      256
 #define CH_STATUS_JOB_ROWS     32
 #define CH_STATUS_JOBS_VALID   5000
 #define CH_STATUS_LINE         256     /* longer than any line printed */
-
-
-typedef struct {
-    ngx_pid_t                 pid;
-    ngx_atomic_t              connections;
-    ngx_atomic_t              busy;
-    ngx_atomic_t              waiting;
-} ngx_http_chathistory_status_worker_t;
-
-
-typedef struct {
-    ngx_atomic_t              counters[CH_STAT_COUNT];
-    ngx_atomic_t              requests[CH_STATUS_ROUTES][32];
-    ngx_atomic_t              spool_messages;
-    ngx_atomic_t              spool_seen;
-    ngx_http_chathistory_status_worker_t  workers[CH_STATUS_WORKERS];
-} ngx_http_chathistory_stats_t;
 
 
 typedef struct {
@@ -58,44 +40,32 @@ typedef struct {
 } ngx_http_chathistory_metric_t;
 
 
-static ngx_int_t ngx_http_chathistory_status_zone_init(ngx_shm_zone_t *zone,
-    void *data);
-static ngx_int_t ngx_http_chathistory_status_log(ngx_http_request_t *r);
-static ngx_uint_t ngx_http_chathistory_status_code_index(ngx_uint_t status);
 static ngx_int_t ngx_http_chathistory_status_handler(ngx_http_request_t *r);
 static void ngx_http_chathistory_status_jobs_read(
     ngx_http_chathistory_pg_query_t *q, PGresult *res);
 static ngx_int_t ngx_http_chathistory_status_send(ngx_http_request_t *r);
-static u_char *ngx_http_chathistory_status_counters(u_char *p);
-static u_char *ngx_http_chathistory_status_requests(u_char *p);
+static u_char *ngx_http_chathistory_status_counters(u_char *p,
+    ngx_http_chathistory_counted_t *counted);
+static u_char *ngx_http_chathistory_status_requests(u_char *p,
+    ngx_http_chathistory_counted_t *counted);
 static u_char *ngx_http_chathistory_status_route(u_char *p, const char *pat);
-static u_char *ngx_http_chathistory_status_gauges(u_char *p);
+static u_char *ngx_http_chathistory_status_gauges(u_char *p,
+    ngx_http_chathistory_counted_t *counted);
 static u_char *ngx_http_chathistory_status_jobs(u_char *p);
 static u_char *ngx_http_chathistory_status_head(u_char *p, const char *name,
     const char *type, const char *help);
 
 
-static ngx_shm_zone_t                *ngx_http_chathistory_status_shm;
-static ngx_http_chathistory_stats_t  *ngx_http_chathistory_stats;
-static ngx_http_chathistory_status_worker_t
-                                     *ngx_http_chathistory_status_self;
-
 /* this worker's last reading of the job queue */
-static ngx_http_chathistory_status_jobs_t
-                  ngx_http_chathistory_jobs[CH_STATUS_JOB_ROWS];
-static ngx_uint_t ngx_http_chathistory_njobs;
-static ngx_msec_t ngx_http_chathistory_jobs_read_at;
-static ngx_uint_t ngx_http_chathistory_jobs_ok;
+typedef struct {
+    ngx_http_chathistory_status_jobs_t   rows[CH_STATUS_JOB_ROWS];
+    ngx_uint_t                           n;
+    ngx_msec_t                           read_at;
+    ngx_uint_t                           ok;
+} ngx_http_chathistory_status_queue_t;
 
 
-static ngx_str_t  ngx_http_chathistory_status_zone_name =
-    ngx_string("chathistory_status");
-
-
-static const ngx_uint_t  ngx_http_chathistory_status_codes[] = {
-    200, 201, 204, 206, 304, 400, 401, 403, 404, 405, 408, 409, 411, 412,
-    413, 414, 415, 416, 429, 431, 444, 499, 500, 501, 502, 503, 504, 0
-};
+static ngx_http_chathistory_status_queue_t  ngx_http_chathistory_jobs;
 
 
 /* in the order of ngx_http_chathistory_stat_e; one HELP per name */
@@ -155,196 +125,6 @@ typedef char ngx_http_chathistory_metrics_complete[
     / sizeof(ngx_http_chathistory_metrics[0]) == CH_STAT_COUNT ? 1 : -1];
 
 
-ngx_int_t
-ngx_http_chathistory_status_zone(ngx_conf_t *cf)
-{
-    ngx_shm_zone_t                    *zone;
-    ngx_http_handler_pt               *h;
-    ngx_http_core_main_conf_t         *cmcf;
-    ngx_http_chathistory_main_conf_t  *chmcf;
-
-    /* a reload may leave nothing to count */
-    ngx_http_chathistory_status_shm = NULL;
-
-    chmcf = ngx_http_conf_get_module_main_conf(cf,
-                                               ngx_http_chathistory_module);
-
-    if (chmcf->database_url.len == 0 && !chmcf->status_used) {
-        return NGX_OK;
-    }
-
-    zone = ngx_shared_memory_add(cf, &ngx_http_chathistory_status_zone_name,
-                                 4 * ngx_pagesize
-                                 + sizeof(ngx_http_chathistory_stats_t),
-                                 &ngx_http_chathistory_module);
-    if (zone == NULL) {
-        return NGX_ERROR;
-    }
-
-    zone->init = ngx_http_chathistory_status_zone_init;
-    ngx_http_chathistory_status_shm = zone;
-
-    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
-
-    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    *h = ngx_http_chathistory_status_log;
-
-    return NGX_OK;
-}
-
-
-/* The counters outlive a reload: a zone of the same size is kept. */
-static ngx_int_t
-ngx_http_chathistory_status_zone_init(ngx_shm_zone_t *zone, void *data)
-{
-    ngx_slab_pool_t  *shpool;
-
-    if (data) {
-        zone->data = data;
-        return NGX_OK;
-    }
-
-    shpool = (ngx_slab_pool_t *) zone->shm.addr;
-
-    zone->data = ngx_slab_calloc(shpool, sizeof(ngx_http_chathistory_stats_t));
-    if (zone->data == NULL) {
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
-}
-
-
-ngx_int_t
-ngx_http_chathistory_status_init_process(ngx_cycle_t *cycle)
-{
-    if (ngx_http_chathistory_status_shm == NULL) {
-        return NGX_OK;
-    }
-
-    ngx_http_chathistory_stats = ngx_http_chathistory_status_shm->data;
-
-    if (ngx_worker < CH_STATUS_WORKERS) {
-        ngx_http_chathistory_status_self =
-                               &ngx_http_chathistory_stats->workers[ngx_worker];
-        ngx_memzero(ngx_http_chathistory_status_self,
-                    sizeof(ngx_http_chathistory_status_worker_t));
-        ngx_http_chathistory_status_self->pid = ngx_pid;
-    }
-
-    return NGX_OK;
-}
-
-
-void
-ngx_http_chathistory_status_exit_process(ngx_cycle_t *cycle)
-{
-    ngx_http_chathistory_status_worker_t  *self;
-
-    self = ngx_http_chathistory_status_self;
-
-    /* after a reload, a new worker may have the slot already */
-    if (self && self->pid == ngx_pid) {
-        ngx_memzero(self, sizeof(ngx_http_chathistory_status_worker_t));
-    }
-
-    ngx_http_chathistory_status_self = NULL;
-}
-
-
-void
-ngx_http_chathistory_status_count(ngx_http_chathistory_stat_e what)
-{
-    if (ngx_http_chathistory_stats) {
-        (void) ngx_atomic_fetch_add(&ngx_http_chathistory_stats->counters[what],
-                                    1);
-    }
-}
-
-
-/* This worker's pool, as it is now. */
-void
-ngx_http_chathistory_status_pool(ngx_http_chathistory_pg_pool_t *pool)
-{
-    ngx_http_chathistory_status_worker_t  *self;
-
-    self = ngx_http_chathistory_status_self;
-
-    if (self == NULL || self->pid != ngx_pid) {
-        return;
-    }
-
-    self->connections = pool->nconns;
-    self->busy = pool->nconns - pool->nidle;
-    self->waiting = pool->nwaiting;
-}
-
-
-void
-ngx_http_chathistory_status_spool(ngx_uint_t messages)
-{
-    if (ngx_http_chathistory_stats) {
-        ngx_http_chathistory_stats->spool_messages = messages;
-        ngx_http_chathistory_stats->spool_seen = 1;
-    }
-}
-
-
-/* Requests to the API, by route and status, when they are done. */
-static ngx_int_t
-ngx_http_chathistory_status_log(ngx_http_request_t *r)
-{
-    ngx_uint_t                        route, status;
-    ngx_http_chathistory_api_ctx_t   *ctx;
-    ngx_http_chathistory_loc_conf_t  *clcf;
-
-    clcf = ngx_http_get_module_loc_conf(r, ngx_http_chathistory_module);
-
-    if (!clcf->api || ngx_http_chathistory_stats == NULL) {
-        return NGX_OK;
-    }
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_chathistory_module);
-    route = ctx ? ctx->route : 0;
-
-    if (route >= CH_STATUS_ROUTES) {
-        route = 0;
-    }
-
-    if (r->err_status) {
-        status = r->err_status;
-
-    } else {
-        status = r->headers_out.status;
-    }
-
-    (void) ngx_atomic_fetch_add(&ngx_http_chathistory_stats->requests[route]
-                          [ngx_http_chathistory_status_code_index(status)], 1);
-
-    return NGX_OK;
-}
-
-
-/* the last index, of the 0 that ends the list, stands for all others */
-static ngx_uint_t
-ngx_http_chathistory_status_code_index(ngx_uint_t status)
-{
-    ngx_uint_t  i;
-
-    for (i = 0; ngx_http_chathistory_status_codes[i]; i++) {
-        if (ngx_http_chathistory_status_codes[i] == status) {
-            break;
-        }
-    }
-
-    return i;
-}
-
-
 char *
 ngx_http_chathistory_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
@@ -380,8 +160,8 @@ ngx_http_chathistory_status_handler(ngx_http_request_t *r)
     cmcf = ngx_http_get_module_main_conf(r, ngx_http_chathistory_module);
 
     if (cmcf->database_url.len == 0
-        || (ngx_http_chathistory_jobs_read_at
-            && ngx_current_msec - ngx_http_chathistory_jobs_read_at
+        || (ngx_http_chathistory_jobs.read_at
+            && ngx_current_msec - ngx_http_chathistory_jobs.read_at
                < CH_STATUS_JOBS_VALID))
     {
         return ngx_http_chathistory_status_send(r);
@@ -406,20 +186,22 @@ static void
 ngx_http_chathistory_status_jobs_read(ngx_http_chathistory_pg_query_t *q,
     PGresult *res)
 {
-    int                                  i, n;
-    ngx_http_chathistory_status_jobs_t  *job;
+    int                                   i, n;
+    ngx_http_chathistory_status_jobs_t   *job;
+    ngx_http_chathistory_status_queue_t  *jobs;
 
-    ngx_http_chathistory_jobs_read_at = ngx_current_msec;
-    ngx_http_chathistory_jobs_ok = 0;
+    jobs = &ngx_http_chathistory_jobs;
+    jobs->read_at = ngx_current_msec;
+    jobs->ok = 0;
 
     if (res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK) {
-        ngx_http_chathistory_jobs_ok = 1;
-        ngx_http_chathistory_njobs = 0;
+        jobs->ok = 1;
+        jobs->n = 0;
 
         n = ngx_min(PQntuples(res), CH_STATUS_JOB_ROWS);
 
         for (i = 0; i < n; i++) {
-            job = &ngx_http_chathistory_jobs[ngx_http_chathistory_njobs];
+            job = &jobs->rows[jobs->n];
 
             /* label values: the worker's own names, kept to what is safe */
             if (PQgetlength(res, i, 0) >= (int) sizeof(job->kind)
@@ -439,7 +221,7 @@ ngx_http_chathistory_status_jobs_read(ngx_http_chathistory_pg_query_t *q,
                                   PQgetlength(res, i, 2));
             job->lag = strtod(PQgetvalue(res, i, 3), NULL);
 
-            ngx_http_chathistory_njobs++;
+            jobs->n++;
         }
     }
 
@@ -451,13 +233,14 @@ ngx_http_chathistory_status_jobs_read(ngx_http_chathistory_pg_query_t *q,
 static ngx_int_t
 ngx_http_chathistory_status_send(ngx_http_request_t *r)
 {
-    size_t       size;
-    ngx_int_t    rc;
-    ngx_buf_t   *b;
-    ngx_chain_t  out;
+    size_t                           size;
+    ngx_int_t                        rc;
+    ngx_buf_t                       *b;
+    ngx_chain_t                      out;
+    ngx_http_chathistory_counted_t  *counted;
 
-    size = (CH_STAT_COUNT + CH_STATUS_ROUTES
-            * (sizeof(ngx_http_chathistory_status_codes) / sizeof(ngx_uint_t))
+    size = (CH_STAT_COUNT + NGX_HTTP_CHATHISTORY_COUNTED_ROUTES
+            * NGX_HTTP_CHATHISTORY_COUNTED_CODES
             + 3 * CH_STATUS_JOB_ROWS + 64)
            * CH_STATUS_LINE;
 
@@ -466,10 +249,12 @@ ngx_http_chathistory_status_send(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (ngx_http_chathistory_stats) {
-        b->last = ngx_http_chathistory_status_counters(b->last);
-        b->last = ngx_http_chathistory_status_requests(b->last);
-        b->last = ngx_http_chathistory_status_gauges(b->last);
+    counted = ngx_http_chathistory_counted();
+
+    if (counted) {
+        b->last = ngx_http_chathistory_status_counters(b->last, counted);
+        b->last = ngx_http_chathistory_status_requests(b->last, counted);
+        b->last = ngx_http_chathistory_status_gauges(b->last, counted);
     }
 
     b->last = ngx_http_chathistory_status_jobs(b->last);
@@ -496,7 +281,8 @@ ngx_http_chathistory_status_send(ngx_http_request_t *r)
 
 
 static u_char *
-ngx_http_chathistory_status_counters(u_char *p)
+ngx_http_chathistory_status_counters(u_char *p,
+    ngx_http_chathistory_counted_t *counted)
 {
     ngx_uint_t                            i;
     const char                           *name;
@@ -514,7 +300,7 @@ ngx_http_chathistory_status_counters(u_char *p)
 
         p = ngx_sprintf(p, m->labels[0] ? "%s{%s} %uA\n" : "%s%s %uA\n",
                         name, m->labels,
-                        ngx_http_chathistory_stats->counters[i]);
+                        counted->counters[i]);
     }
 
     return p;
@@ -522,7 +308,8 @@ ngx_http_chathistory_status_counters(u_char *p)
 
 
 static u_char *
-ngx_http_chathistory_status_requests(u_char *p)
+ngx_http_chathistory_status_requests(u_char *p,
+    ngx_http_chathistory_counted_t *counted)
 {
     ngx_uint_t     i, route, code;
     ngx_atomic_t   n;
@@ -533,7 +320,7 @@ ngx_http_chathistory_status_requests(u_char *p)
                        "status (route \"none\": none matched or the request "
                        "ended before routing).");
 
-    for (route = 0; route < CH_STATUS_ROUTES; route++) {
+    for (route = 0; route < NGX_HTTP_CHATHISTORY_COUNTED_ROUTES; route++) {
 
         pattern = route ? ngx_http_chathistory_api_route_pattern(route) : "";
 
@@ -541,8 +328,8 @@ ngx_http_chathistory_status_requests(u_char *p)
             break;
         }
 
-        for (i = 0; i == 0 || ngx_http_chathistory_status_codes[i - 1]; i++) {
-            n = ngx_http_chathistory_stats->requests[route][i];
+        for (i = 0; i < NGX_HTTP_CHATHISTORY_COUNTED_CODES; i++) {
+            n = counted->requests[route][i];
 
             if (n == 0) {
                 continue;
@@ -552,7 +339,7 @@ ngx_http_chathistory_status_requests(u_char *p)
                            sizeof("chathistory_requests_total{route=\"") - 1);
             p = ngx_http_chathistory_status_route(p, pattern);
 
-            code = ngx_http_chathistory_status_codes[i];
+            code = ngx_http_chathistory_counted_code(i);
             p = code ? ngx_sprintf(p, "\",status=\"%ui\"} %uA\n", code, n)
                      : ngx_sprintf(p, "\",status=\"other\"} %uA\n", n);
         }
@@ -591,17 +378,18 @@ ngx_http_chathistory_status_route(u_char *p, const char *pat)
 
 
 static u_char *
-ngx_http_chathistory_status_gauges(u_char *p)
+ngx_http_chathistory_status_gauges(u_char *p,
+    ngx_http_chathistory_counted_t *counted)
 {
-    ngx_uint_t                             i, conns, busy, waiting;
-    ngx_http_chathistory_status_worker_t  *w;
+    ngx_uint_t                              i, conns, busy, waiting;
+    ngx_http_chathistory_counted_worker_t  *w;
 
     conns = 0;
     busy = 0;
     waiting = 0;
 
-    for (i = 0; i < CH_STATUS_WORKERS; i++) {
-        w = &ngx_http_chathistory_stats->workers[i];
+    for (i = 0; i < NGX_HTTP_CHATHISTORY_COUNTED_WORKERS; i++) {
+        w = &counted->workers[i];
 
         if (w->pid) {
             conns += w->connections;
@@ -620,11 +408,11 @@ ngx_http_chathistory_status_gauges(u_char *p)
             "gauge", "Statements waiting for a free connection now.");
     p = ngx_sprintf(p, "chathistory_database_waiting %ui\n", waiting);
 
-    if (ngx_http_chathistory_stats->spool_seen) {
+    if (counted->spool_seen) {
         p = ngx_http_chathistory_status_head(p, "chathistory_spool_messages",
                 "gauge", "Messages in the spool, waiting for the database.");
         p = ngx_sprintf(p, "chathistory_spool_messages %uA\n",
-                        ngx_http_chathistory_stats->spool_messages);
+                        counted->spool_messages);
     }
 
     return p;
@@ -634,24 +422,26 @@ ngx_http_chathistory_status_gauges(u_char *p)
 static u_char *
 ngx_http_chathistory_status_jobs(u_char *p)
 {
-    ngx_uint_t                           i;
-    ngx_http_chathistory_status_jobs_t  *job;
+    ngx_uint_t                            i;
+    ngx_http_chathistory_status_jobs_t   *job;
+    ngx_http_chathistory_status_queue_t  *jobs;
+
+    jobs = &ngx_http_chathistory_jobs;
 
     p = ngx_http_chathistory_status_head(p, "chathistory_jobs_read_ok",
             "gauge", "Whether the last reading of the job queue from the "
                      "database succeeded.");
-    p = ngx_sprintf(p, "chathistory_jobs_read_ok %ui\n",
-                    ngx_http_chathistory_jobs_ok);
+    p = ngx_sprintf(p, "chathistory_jobs_read_ok %ui\n", jobs->ok);
 
-    if (!ngx_http_chathistory_jobs_ok) {
+    if (!jobs->ok) {
         return p;
     }
 
     p = ngx_http_chathistory_status_head(p, "chathistory_jobs",
             "gauge", "Jobs for chathistory-worker, by kind and state.");
 
-    for (i = 0; i < ngx_http_chathistory_njobs; i++) {
-        job = &ngx_http_chathistory_jobs[i];
+    for (i = 0; i < jobs->n; i++) {
+        job = &jobs->rows[i];
         p = ngx_sprintf(p, "chathistory_jobs{kind=\"%s\",state=\"%s\"} %ui\n",
                         job->kind, job->state, job->count);
     }
@@ -659,8 +449,8 @@ ngx_http_chathistory_status_jobs(u_char *p)
     p = ngx_http_chathistory_status_head(p, "chathistory_jobs_lag_seconds",
             "gauge", "Age of the oldest queued job that is due, by kind.");
 
-    for (i = 0; i < ngx_http_chathistory_njobs; i++) {
-        job = &ngx_http_chathistory_jobs[i];
+    for (i = 0; i < jobs->n; i++) {
+        job = &jobs->rows[i];
 
         if (ngx_strcmp(job->state, "queued") == 0) {
             p = ngx_sprintf(p, "chathistory_jobs_lag_seconds{kind=\"%s\"} "
