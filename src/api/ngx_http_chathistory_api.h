@@ -52,6 +52,10 @@ ngx_int_t ngx_http_chathistory_api_init(ngx_conf_t *cf);
 /* the pattern of the n-th route, "sessions/:s" (1-based), NULL past them */
 const char *ngx_http_chathistory_api_route_pattern(ngx_uint_t n);
 
+/*
+ * The toolkit of the resources (ngx_http_chathistory_api_query.c).
+ */
+
 /* run a statement for the request; the handler finalizes it */
 ngx_int_t ngx_http_chathistory_api_query(ngx_http_request_t *r,
     ngx_uint_t stmt, const char **params, ngx_uint_t nparams,
@@ -76,6 +80,18 @@ ngx_int_t ngx_http_chathistory_api_page(ngx_http_request_t *r, PGresult *res,
 /* the URL prefix of this location's sessions, NUL-terminated */
 ngx_int_t ngx_http_chathistory_api_sessions_url(ngx_http_request_t *r,
     ngx_str_t *url);
+
+/* NGX_OK when the statement found its one thing; else NGX_DONE, answered */
+ngx_int_t ngx_http_chathistory_api_found(ngx_http_chathistory_pg_query_t *q,
+    PGresult *res, const char *missing, ngx_int_t *rc);
+
+/* the organization named (or NULL), checked against an API key's */
+ngx_int_t ngx_http_chathistory_api_org(ngx_http_request_t *r,
+    const char *named, const char **org);
+
+/* a UUID member of the body, or query argument, "name"; NULL when absent */
+ngx_int_t ngx_http_chathistory_api_uuid(ngx_http_request_t *r, cJSON *item,
+    ngx_str_t *arg, const char *name, const char **id);
 
 /* answer with a statement's one JSON row, 404 with "missing" if none */
 void ngx_http_chathistory_api_answer_row(ngx_http_chathistory_pg_query_t *q,

@@ -50,18 +50,16 @@ ngx_http_chathistory_message_audio_found(ngx_http_chathistory_pg_query_t *q,
 
     r = q->request;
 
-    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
-        rc = ngx_http_chathistory_api_query_failed(q, res);
-
-    } else if (PQntuples(res) == 0) {
+    if (res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK
+        && PQntuples(res) == 0)
+    {
         rc = ngx_http_chathistory_send_error(r, NGX_HTTP_NOT_FOUND,
                                              "no such message");
 
-    } else if (PQgetisnull(res, 0, 0)) {
-        rc = ngx_http_chathistory_send_error(r, NGX_HTTP_NOT_FOUND,
-                                             "the message has no audio");
-
-    } else {
+    } else if (ngx_http_chathistory_api_found(q, res,
+                                              "the message has no audio", &rc)
+               == NGX_OK)
+    {
         rc = ngx_http_chathistory_message_audio_send(r, PQgetvalue(res, 0, 0));
     }
 

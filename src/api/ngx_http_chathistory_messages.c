@@ -60,21 +60,17 @@ static void
 ngx_http_chathistory_message_listed(ngx_http_chathistory_pg_query_t *q,
     PGresult *res)
 {
-    ngx_int_t            rc;
-    ngx_http_request_t  *r;
+    ngx_int_t  rc;
 
-    r = q->request;
-
-    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
-        rc = ngx_http_chathistory_api_query_failed(q, res);
-
-    } else if (PQntuples(res) == 0) {
-        rc = ngx_http_chathistory_send_error(r, NGX_HTTP_NOT_FOUND,
-                                             "no such session");
+    /* a session without messages is one row of NULLs: not "not found" */
+    if (res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK
+        && PQntuples(res) > 0)
+    {
+        rc = ngx_http_chathistory_api_page(q->request, res, q->values[4]);
 
     } else {
-        rc = ngx_http_chathistory_api_page(r, res, q->values[4]);
+        (void) ngx_http_chathistory_api_found(q, res, "no such session", &rc);
     }
 
-    ngx_http_finalize_request(r, rc);
+    ngx_http_finalize_request(q->request, rc);
 }

@@ -224,56 +224,24 @@ static ngx_int_t
 ngx_http_chathistory_search_ids(ngx_http_request_t *r, cJSON *body,
     ngx_http_chathistory_search_t *s)
 {
-    cJSON                           *item;
-    ngx_http_chathistory_uuid_t     *org, *session;
-    ngx_http_chathistory_api_ctx_t  *ctx;
+    ngx_int_t    rc;
+    const char  *org;
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_chathistory_module);
-
-    org = ngx_palloc(r->pool, sizeof(ngx_http_chathistory_uuid_t));
-    session = ngx_palloc(r->pool, sizeof(ngx_http_chathistory_uuid_t));
-    if (org == NULL || session == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    rc = ngx_http_chathistory_api_uuid(r,
+                              cJSON_GetObjectItemCaseSensitive(body, "org_id"),
+                              NULL, "org_id", &org);
+    if (rc != NGX_OK) {
+        return rc;
     }
 
-    s->org = ctx->scope_org;
-
-    item = cJSON_GetObjectItemCaseSensitive(body, "org_id");
-
-    if (item != NULL && !cJSON_IsNull(item)) {
-        if (!cJSON_IsString(item)
-            || ngx_http_chathistory_uuid_parse(org,
-                   (u_char *) item->valuestring, ngx_strlen(item->valuestring))
-               != NGX_OK)
-        {
-            return ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST,
-                                                  "org_id must be a UUID");
-        }
-
-        if (ctx->scope_org && ngx_strcmp(org->text, ctx->scope_org) != 0) {
-            return ngx_http_chathistory_api_error(r, NGX_HTTP_FORBIDDEN,
-                                 "org_id is not the organization of the key");
-        }
-
-        s->org = (char *) org->text;
+    rc = ngx_http_chathistory_api_org(r, org, &s->org);
+    if (rc != NGX_OK) {
+        return rc;
     }
 
-    item = cJSON_GetObjectItemCaseSensitive(body, "session_id");
-
-    if (item != NULL && !cJSON_IsNull(item)) {
-        if (!cJSON_IsString(item)
-            || ngx_http_chathistory_uuid_parse(session,
-                   (u_char *) item->valuestring, ngx_strlen(item->valuestring))
-               != NGX_OK)
-        {
-            return ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST,
-                                                  "session_id must be a UUID");
-        }
-
-        s->session = (char *) session->text;
-    }
-
-    return NGX_OK;
+    return ngx_http_chathistory_api_uuid(r,
+                          cJSON_GetObjectItemCaseSensitive(body, "session_id"),
+                          NULL, "session_id", &s->session);
 }
 
 

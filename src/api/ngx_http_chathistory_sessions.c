@@ -19,14 +19,14 @@ typedef struct {
 } ngx_http_chathistory_session_in_t;
 
 
+static ngx_int_t ngx_http_chathistory_session_query(ngx_http_request_t *r,
+    ngx_uint_t stmt, ngx_http_chathistory_pg_handler_pt handler);
 static ngx_int_t ngx_http_chathistory_session_read(ngx_http_request_t *r,
     cJSON *body, ngx_http_chathistory_session_in_t *in);
 static ngx_int_t ngx_http_chathistory_session_lang(ngx_http_request_t *r,
     cJSON *body, const char *name, char **tag);
 static ngx_int_t ngx_http_chathistory_session_title(ngx_http_request_t *r,
     cJSON *item, const char **title);
-static ngx_int_t ngx_http_chathistory_session_org(ngx_http_request_t *r,
-    cJSON *item, const char **org);
 static ngx_int_t ngx_http_chathistory_session_list_args(ngx_http_request_t *r,
     const char **params);
 static void ngx_http_chathistory_session_created(
@@ -64,13 +64,9 @@ ngx_http_chathistory_session_create(ngx_http_request_t *r)
         return rc;
     }
 
-    if (ctx->scope_org != NULL) {
-        if (in.org != NULL && ngx_strcmp(in.org, ctx->scope_org) != 0) {
-            return ngx_http_chathistory_api_error(r, NGX_HTTP_FORBIDDEN,
-                                  "org_id is not the organization of the key");
-        }
-
-        in.org = ctx->scope_org;
+    rc = ngx_http_chathistory_api_org(r, in.org, &in.org);
+    if (rc != NGX_OK) {
+        return rc;
     }
 
     id = ngx_palloc(r->pool, sizeof(ngx_http_chathistory_uuid_t));
@@ -130,7 +126,7 @@ ngx_http_chathistory_session_read(ngx_http_request_t *r, cJSON *body,
 
     item = cJSON_GetObjectItemCaseSensitive(body, "org_id");
 
-    rc = ngx_http_chathistory_session_org(r, item, &in->org);
+    rc = ngx_http_chathistory_api_uuid(r, item, NULL, "org_id", &in->org);
     if (rc != NGX_OK) {
         return rc;
     }
@@ -213,38 +209,6 @@ ngx_http_chathistory_session_title(ngx_http_request_t *r, cJSON *item,
 }
 
 
-static ngx_int_t
-ngx_http_chathistory_session_org(ngx_http_request_t *r, cJSON *item,
-    const char **org)
-{
-    ngx_http_chathistory_uuid_t  *id;
-
-    *org = NULL;
-
-    if (item == NULL || cJSON_IsNull(item)) {
-        return NGX_OK;
-    }
-
-    id = ngx_palloc(r->pool, sizeof(ngx_http_chathistory_uuid_t));
-    if (id == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (!cJSON_IsString(item)
-        || ngx_http_chathistory_uuid_parse(id, (u_char *) item->valuestring,
-                                           ngx_strlen(item->valuestring))
-           != NGX_OK)
-    {
-        return ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST,
-                                               "org_id must be a UUID");
-    }
-
-    *org = (char *) id->text;
-
-    return NGX_OK;
-}
-
-
 static void
 ngx_http_chathistory_session_created(ngx_http_chathistory_pg_query_t *q,
     PGresult *res)
@@ -257,17 +221,8 @@ ngx_http_chathistory_session_created(ngx_http_chathistory_pg_query_t *q,
 ngx_int_t
 ngx_http_chathistory_session_get(ngx_http_request_t *r)
 {
-    const char                      *params[2];
-    ngx_http_chathistory_api_ctx_t  *ctx;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_chathistory_module);
-
-    params[0] = (char *) ctx->session_id.text;
-    params[1] = ctx->scope_org;
-
-    return ngx_http_chathistory_api_query(r,
+    return ngx_http_chathistory_session_query(r,
                                           NGX_HTTP_CHATHISTORY_SQL_SESSION_GET,
-                                          params, 2,
                                           ngx_http_chathistory_session_found);
 }
 
@@ -305,38 +260,24 @@ static ngx_int_t
 ngx_http_chathistory_session_list_args(ngx_http_request_t *r,
     const char **params)
 {
-    ngx_int_t                        rc;
-    ngx_str_t                        value;
-    ngx_http_chathistory_uuid_t     *org;
-    ngx_http_chathistory_api_ctx_t  *ctx;
+    ngx_int_t    rc;
+    ngx_str_t    value;
+    const char  *org;
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_chathistory_module);
-
-    org = ngx_palloc(r->pool, sizeof(ngx_http_chathistory_uuid_t));
-    if (org == NULL) {
+    rc = ngx_http_chathistory_arg(r, "org_id", &value);
+    if (rc == NGX_ERROR) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    params[0] = ctx->scope_org;
+    rc = ngx_http_chathistory_api_uuid(r, NULL, rc == NGX_OK ? &value : NULL,
+                                       "org_id", &org);
+    if (rc != NGX_OK) {
+        return rc;
+    }
 
-    rc = ngx_http_chathistory_arg(r, "org_id", &value);
-
-    if (rc == NGX_OK) {
-        if (ngx_http_chathistory_uuid_parse(org, value.data, value.len)
-            != NGX_OK)
-        {
-            return ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST,
-                                                   "org_id must be a UUID");
-        }
-
-        if (ctx->scope_org != NULL
-            && ngx_strcmp(org->text, ctx->scope_org) != 0)
-        {
-            return ngx_http_chathistory_api_error(r, NGX_HTTP_FORBIDDEN,
-                                  "org_id is not the organization of the key");
-        }
-
-        params[0] = (char *) org->text;
+    rc = ngx_http_chathistory_api_org(r, org, &params[0]);
+    if (rc != NGX_OK) {
+        return rc;
     }
 
     return ngx_http_chathistory_api_page_args(r, &params[1], &params[2],
@@ -414,17 +355,8 @@ ngx_http_chathistory_session_update(ngx_http_request_t *r)
 ngx_int_t
 ngx_http_chathistory_session_delete(ngx_http_request_t *r)
 {
-    const char                      *params[2];
-    ngx_http_chathistory_api_ctx_t  *ctx;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_chathistory_module);
-
-    params[0] = (char *) ctx->session_id.text;
-    params[1] = ctx->scope_org;
-
-    return ngx_http_chathistory_api_query(r,
+    return ngx_http_chathistory_session_query(r,
                                       NGX_HTTP_CHATHISTORY_SQL_SESSION_DELETE,
-                                      params, 2,
                                       ngx_http_chathistory_session_deleted);
 }
 
@@ -433,21 +365,30 @@ static void
 ngx_http_chathistory_session_deleted(ngx_http_chathistory_pg_query_t *q,
     PGresult *res)
 {
-    ngx_int_t            rc;
-    ngx_http_request_t  *r;
+    ngx_int_t  rc;
 
-    r = q->request;
-
-    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
-        rc = ngx_http_chathistory_api_query_failed(q, res);
-
-    } else if (ngx_strcmp(PQgetvalue(res, 0, 0), "0") == 0) {
-        rc = ngx_http_chathistory_send_error(r, NGX_HTTP_NOT_FOUND,
-                                             "no such session");
-
-    } else {
-        rc = ngx_http_chathistory_send_no_content(r);
+    if (ngx_http_chathistory_api_found(q, res, "no such session", &rc)
+        == NGX_OK)
+    {
+        rc = ngx_http_chathistory_send_no_content(q->request);
     }
 
-    ngx_http_finalize_request(r, rc);
+    ngx_http_finalize_request(q->request, rc);
+}
+
+
+/* A statement about the request's session, in the caller's scope. */
+static ngx_int_t
+ngx_http_chathistory_session_query(ngx_http_request_t *r,
+    ngx_uint_t stmt, ngx_http_chathistory_pg_handler_pt handler)
+{
+    const char                      *params[2];
+    ngx_http_chathistory_api_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_chathistory_module);
+
+    params[0] = (char *) ctx->session_id.text;
+    params[1] = ctx->scope_org;
+
+    return ngx_http_chathistory_api_query(r, stmt, params, 2, handler);
 }

@@ -105,45 +105,15 @@ static ngx_int_t
 ngx_http_chathistory_settings_org(ngx_http_request_t *r, cJSON *item,
     ngx_str_t *arg, const char **org)
 {
-    ngx_int_t                        rc;
-    ngx_http_chathistory_uuid_t     *id;
-    ngx_http_chathistory_api_ctx_t  *ctx;
+    ngx_int_t    rc;
+    const char  *named;
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_chathistory_module);
-    *org = ctx->scope_org;
-
-    if (arg == NULL && (item == NULL || cJSON_IsNull(item))) {
-        return NGX_OK;
-    }
-
-    id = ngx_palloc(r->pool, sizeof(ngx_http_chathistory_uuid_t));
-    if (id == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (arg != NULL) {
-        rc = ngx_http_chathistory_uuid_parse(id, arg->data, arg->len);
-
-    } else {
-        rc = cJSON_IsString(item)
-             ? ngx_http_chathistory_uuid_parse(id,
-                   (u_char *) item->valuestring, ngx_strlen(item->valuestring))
-             : NGX_ERROR;
-    }
-
+    rc = ngx_http_chathistory_api_uuid(r, item, arg, "org_id", &named);
     if (rc != NGX_OK) {
-        return ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST,
-                                              "org_id must be a UUID");
+        return rc;
     }
 
-    if (ctx->scope_org && ngx_strcmp(id->text, ctx->scope_org) != 0) {
-        return ngx_http_chathistory_api_error(r, NGX_HTTP_FORBIDDEN,
-                                 "org_id is not the organization of the key");
-    }
-
-    *org = (char *) id->text;
-
-    return NGX_OK;
+    return ngx_http_chathistory_api_org(r, named, org);
 }
 
 

@@ -123,15 +123,16 @@ static const ngx_http_chathistory_statement_t  ngx_http_chathistory_sql[] = {
       "RETURNING " CH_SESSION_JSON(CH_MESSAGE_COUNT),
       5 },
 
-    /* $1 id, $2 scope; the audio files go through a job, in the same
-     * transaction, so a crash cannot leave them behind */
+    /* $1 id, $2 scope: the session's row if it was there; the audio files
+     * go through a job, in the same transaction, so a crash cannot leave
+     * them behind */
     { "chathistory_session_delete",
       "WITH d AS (DELETE FROM sessions AS s WHERE s.id = $1::uuid AND "
       CH_IN_SCOPE(2) " RETURNING s.id, s.org_id), "
       "j AS (INSERT INTO jobs (kind, payload) "
       "SELECT 'delete_audio', jsonb_build_object('session_id', d.id, "
       "'org_id', d.org_id) FROM d) "
-      "SELECT count(*) FROM d",
+      "SELECT d.id FROM d",
       2 },
 
     /* $1 session, $2 scope, $3-$4 cursor or NULL, $5 limit, $6 prefix */
