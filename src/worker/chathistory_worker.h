@@ -41,6 +41,8 @@
 #define CHW_DECLINED           -3
 
 #define CHW_UUID_LEN           36
+/* characters in an organization's or a key's name */
+#define CHW_NAME_MAX           200
 #define CHW_LISTEN_CHANNEL     "chathistory_jobs"
 
 #define CHW_DEFAULT_MIGRATIONS_DIR   "migrations"
@@ -235,6 +237,7 @@ typedef struct {
     int        (*handler)(PGconn *conn, int argc, char **argv);
 } chw_admin_cmd_t;
 
+int chw_admin_name(const char *command, const char *what, const char *name);
 int chw_admin_dispatch(chw_config_t *cf, int argc, char **argv,
     const char *command, const chw_admin_cmd_t *cmds, const char *usage);
 

@@ -63,6 +63,10 @@ chw_org_create(PGconn *conn, int argc, char **argv)
         return CHW_EXIT_USAGE;
     }
 
+    if (chw_admin_name("org create", "organization", argv[0]) != CHW_OK) {
+        return CHW_EXIT_USAGE;
+    }
+
     params[0] = argv[0];
 
     return chw_org_print(conn, "INSERT INTO organizations "

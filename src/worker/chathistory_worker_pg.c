@@ -11,6 +11,8 @@
 
 
 static void chw_pg_notice(void *arg, const PGresult *res);
+static const unsigned char *chw_utf8_next(const unsigned char *p,
+    uint32_t *c);
 
 
 /* connects to database_url; the log names host, port and database only */
@@ -205,4 +207,95 @@ chw_admin_dispatch(chw_config_t *cf, int argc, char **argv,
     PQfinish(conn);
 
     return rc;
+}
+
+
+/*
+ * A name given on the command line (an organization's, a key's): not
+ * empty, at most CHW_NAME_MAX characters of valid UTF-8, none of them a
+ * control character (C0, DEL, C1), so that lists and logs stay one line a
+ * row. Says what is wrong on stderr.
+ */
+int
+chw_admin_name(const char *command, const char *what, const char *name)
+{
+    size_t                n;
+    uint32_t              c;
+    const unsigned char  *p;
+
+    if (*name == '\0') {
+        fprintf(stderr, CHW_NAME " %s: %s name is empty\n", command, what);
+        return CHW_ERROR;
+    }
+
+    for (p = (const unsigned char *) name, n = 0; *p != '\0'; n++) {
+        p = chw_utf8_next(p, &c);
+
+        if (p == NULL) {
+            fprintf(stderr, CHW_NAME " %s: %s name is not valid UTF-8\n",
+                    command, what);
+            return CHW_ERROR;
+        }
+
+        if (c < 0x20 || (c >= 0x7f && c <= 0x9f)) {
+            fprintf(stderr, CHW_NAME " %s: %s name contains a control "
+                    "character (U+%04X)\n", command, what, (unsigned) c);
+            return CHW_ERROR;
+        }
+    }
+
+    if (n > CHW_NAME_MAX) {
+        fprintf(stderr, CHW_NAME " %s: %s name is longer than %d characters "
+                "(%zu)\n", command, what, CHW_NAME_MAX, n);
+        return CHW_ERROR;
+    }
+
+    return CHW_OK;
+}
+
+
+/* decodes one UTF-8 character; NULL when malformed, overlong or a surrogate */
+static const unsigned char *
+chw_utf8_next(const unsigned char *p, uint32_t *c)
+{
+    int       i, len;
+    uint32_t  min;
+
+    if (p[0] < 0x80) {
+        *c = p[0];
+        return p + 1;
+    }
+
+    if ((p[0] & 0xe0) == 0xc0) {
+        len = 2;
+        min = 0x80;
+        *c = p[0] & 0x1f;
+
+    } else if ((p[0] & 0xf0) == 0xe0) {
+        len = 3;
+        min = 0x800;
+        *c = p[0] & 0x0f;
+
+    } else if ((p[0] & 0xf8) == 0xf0) {
+        len = 4;
+        min = 0x10000;
+        *c = p[0] & 0x07;
+
+    } else {
+        return NULL;
+    }
+
+    for (i = 1; i < len; i++) {
+        if ((p[i] & 0xc0) != 0x80) {
+            return NULL;
+        }
+
+        *c = (*c << 6) | (p[i] & 0x3f);
+    }
+
+    if (*c < min || *c > 0x10ffff || (*c >= 0xd800 && *c <= 0xdfff)) {
+        return NULL;
+    }
+
+    return p + len;
 }
