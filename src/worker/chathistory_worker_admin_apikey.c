@@ -269,7 +269,7 @@ chw_apikey_exec(PGconn *conn, const char *sql, int nparams,
 {
     PGresult  *res;
 
-    res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
+    res = chw_pg_exec(conn, sql, nparams, params);
 
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         chw_pg_log_error(conn, res, "API key command failed", NULL, NULL);

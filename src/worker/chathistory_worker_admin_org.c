@@ -171,7 +171,7 @@ chw_org_print(PGconn *conn, const char *sql, int nparams,
     int        i, j;
     PGresult  *res;
 
-    res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
+    res = chw_pg_exec(conn, sql, nparams, params);
 
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         chw_pg_log_error(conn, res, "organization command failed", NULL,

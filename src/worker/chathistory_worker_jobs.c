@@ -87,8 +87,7 @@ chw_jobs_claim(PGconn *conn, const char *me, double lease, int limit,
     params[1] = slease;
     params[2] = slimit;
 
-    res = PQexecParams(conn, chw_jobs_claim_sql, 3, NULL, params, NULL, NULL,
-                       0);
+    res = chw_pg_exec(conn, chw_jobs_claim_sql, 3, params);
 
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         chw_pg_log_error(conn, res, "cannot claim jobs", NULL, NULL);
@@ -139,8 +138,7 @@ chw_jobs_finish(PGconn *conn, const char *me, chw_config_t *cf,
     params[1] = me;
 
     if (job->rc == CHW_OK) {
-        res = PQexecParams(conn, chw_jobs_done_sql, 2, NULL, params, NULL,
-                           NULL, 0);
+        res = chw_pg_exec(conn, chw_jobs_done_sql, 2, params);
         status = "done";
 
     } else {
@@ -148,8 +146,7 @@ chw_jobs_finish(PGconn *conn, const char *me, chw_config_t *cf,
                  chw_jobs_backoff(cf, job->attempts));
         params[2] = sdelay;
         params[3] = job->error;
-        res = PQexecParams(conn, chw_jobs_fail_sql, 4, NULL, params, NULL,
-                           NULL, 0);
+        res = chw_pg_exec(conn, chw_jobs_fail_sql, 4, params);
         status = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) > 0
                  ? PQgetvalue(res, 0, 0) : NULL;
     }
@@ -270,7 +267,7 @@ chw_jobs_next(PGconn *conn, double *wait, long long *pending)
 {
     PGresult  *res;
 
-    res = PQexec(conn, chw_jobs_next_sql);
+    res = chw_pg_exec(conn, chw_jobs_next_sql, 0, NULL);
 
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         chw_pg_log_error(conn, res, "cannot read the queue", NULL, NULL);
