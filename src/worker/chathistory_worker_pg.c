@@ -134,9 +134,9 @@ chw_pg_reset(PGconn *conn)
 static int
 chw_pg_start(PGconn *conn, int reset, double timeout)
 {
-    int                      rc;
-    double                   deadline;
-    PostgresPollingStatusType  st;
+    int                         rc;
+    double                      deadline;
+    PostgresPollingStatusType   st;
 
     chw_pg_why[0] = '\0';
 

@@ -64,7 +64,8 @@ while (1) {
     for my $fh ($sel->can_read(0.02)) {
         if ($fh == $server) {
             accept_one();
-        } elsif ($sock{fileno $fh}) {
+        } elsif (defined fileno $fh && $sock{fileno $fh}) {
+            # (not one dropped with its peer earlier in this round)
             forward($fh);
         }
     }

@@ -29,6 +29,7 @@ my ($host, $port) = $DB_URL =~ m{^postgres(?:ql)?://[^@/]*@?([^:/?]+):(\d+)}
 my $control = "$dir/control";
 my $proxy_pid = fork // die "fork: $!";
 if ($proxy_pid == 0) {
+    no warnings 'exec';
     exec $^X, "$FindBin::Bin/../fake/tcp-proxy.pl", '--to', "$host:$port",
         '--port-file', "$dir/port", '--control', $control, '--log', "$dir/proxy.log";
     POSIX::_exit(127);
@@ -105,6 +106,7 @@ subtest 'one-shot commands against a stalled proxy end with a message' => sub {
 subtest 'a statement waiting on a lock: statement_timeout' => sub {
     my $pid = fork // die "fork: $!";
     if ($pid == 0) {
+        no warnings 'exec';
         exec 'psql', $DB_URL, '-X', '-q', '-c', 'BEGIN; LOCK TABLE organizations;'
                                                . ' SELECT pg_sleep(6); COMMIT;';
         POSIX::_exit(127);
