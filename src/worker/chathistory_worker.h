@@ -200,6 +200,7 @@ int chw_jobs_finish(PGconn *conn, const char *me, chw_config_t *cf,
     chw_job_t *job);
 int chw_jobs_release(PGconn *conn, const char *me, chw_job_t *jobs, int n);
 int chw_jobs_next(PGconn *conn, double *wait, long long *pending);
+int chw_jobs_requeue(PGconn *conn, const char *me);
 void chw_jobs_log_done(chw_job_t *job);
 void chw_jobs_log_lost(chw_job_t *job);
 void chw_batch_free(chw_batch_t *b);

@@ -57,6 +57,12 @@ static const char  chw_jobs_release_sql[] =
     "updated_at = now() "
     "WHERE id = $1 AND locked_by = $2 AND status = 'running'";
 
+/* the attempt counts: a job that kills the connection does not loop */
+static const char  chw_jobs_requeue_sql[] =
+    "UPDATE jobs SET status = 'queued', run_at = now(), "
+    "locked_until = NULL, updated_at = now() "
+    "WHERE locked_by = $1 AND status = 'running'";
+
 static const char  chw_jobs_next_sql[] =
     "SELECT count(*), extract(epoch FROM min(CASE WHEN status = 'queued' "
     "THEN run_at ELSE locked_until END) - now()) "
@@ -255,6 +261,40 @@ chw_jobs_release(PGconn *conn, const char *me, chw_job_t *jobs, int n)
     }
 
     return rc;
+}
+
+
+/*
+ * After a lost connection, when the worker holds no batch: jobs still
+ * running under its name are those whose outcome could not be written, or
+ * that a statement given up on claimed after all. Queued again now rather
+ * than when their lease passes.
+ */
+int
+chw_jobs_requeue(PGconn *conn, const char *me)
+{
+    PGresult    *res;
+    const char  *params[1];
+
+    params[0] = me;
+
+    res = chw_pg_exec(conn, chw_jobs_requeue_sql, 1, params);
+
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        chw_pg_log_error(conn, res, "cannot queue our jobs again", NULL,
+                         NULL);
+        PQclear(res);
+        return CHW_ERROR;
+    }
+
+    if (strcmp(PQcmdTuples(res), "0") != 0) {
+        chw_log(CHW_LOG_INFO, "jobs of the lost connection queued again",
+                "jobs", PQcmdTuples(res), NULL);
+    }
+
+    PQclear(res);
+
+    return CHW_OK;
 }
 
 

@@ -484,7 +484,8 @@ chw_run_wait(chw_run_t *run, double seconds)
 
 /*
  * The connection was lost, or given up on when the database did not
- * answer: connects again (and LISTENs) at once, then after 1, 2, 4 ... up
+ * answer, and the batches in hand are written off: connects again, LISTENs
+ * and queues our running jobs again, at once, then after 1, 2, 4 ... up
  * to CHW_RUN_RECONNECT_MAX seconds, half of each delay random, so that
  * workers do not all come back at the same instant. Returns when connected
  * or stopped.
@@ -504,7 +505,8 @@ chw_run_reconnect(chw_run_t *run)
     while (!chw_stop) {
         if (chw_pg_reset(run->conn) == CHW_OK
             && chw_pg_command(run->conn, "LISTEN " CHW_LISTEN_CHANNEL, 0,
-                              NULL) == CHW_OK)
+                              NULL) == CHW_OK
+            && chw_jobs_requeue(run->conn, run->me) == CHW_OK)
         {
             return;
         }

@@ -16,6 +16,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib", "$FindBin::Bin/../worker/lib";
 use ChwTest;
 use POSIX ();
+use Sys::Hostname ();
 use Test::More;
 use Time::HiRes qw(time sleep);
 
@@ -177,6 +178,12 @@ subtest 'a running worker survives a stall and does the jobs queued meanwhile' =
     my $during = make_messages(1);
     ok wait_until(10, sub { slurp($log) =~ /did not answer within 1 s/ }),
         'it gives up on the silent connection' or diag slurp($log);
+    # as if a claim given up on had gone through after all
+    my $orphan = make_messages(1);
+    my $me = (Sys::Hostname::hostname() =~ s/^(.{1,63}).*/$1/r) . ":$pid";
+    sql("UPDATE jobs SET status = 'running', locked_by = '$me', attempts = 1,"
+        . " locked_until = now() + interval '300 s' WHERE payload->>'message_id'"
+        . " IN (SELECT id::text FROM messages WHERE session_id = '$orphan')");
     sleep 3;
     is job_done_for($during), 0, 'nothing done while stalled';
     ok kill(0, $pid), 'still running';
@@ -187,6 +194,10 @@ subtest 'a running worker survives a stall and does the jobs queued meanwhile' =
         'back: the jobs queued during and after the stall are done'
         or diag slurp($log);
     like slurp($log), qr/reconnected to PostgreSQL/, 'it says it reconnected';
+    ok wait_until(5, sub { job_done_for($orphan) == 1 }),
+        'a job left running under its name: queued again at once, done';
+    like slurp($log), qr/jobs of the lost connection queued again" jobs=1/,
+        'it says so';
 };
 
 subtest 'resets: it reconnects, with growing delays while refused' => sub {
