@@ -11,6 +11,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 
@@ -41,6 +42,8 @@
 #define CHW_DECLINED           -3
 
 #define CHW_UUID_LEN           36
+/* characters in an organization's or a key's name */
+#define CHW_NAME_MAX           200
 #define CHW_LISTEN_CHANNEL     "chathistory_jobs"
 
 #define CHW_DEFAULT_MIGRATIONS_DIR   "migrations"
@@ -65,6 +68,7 @@ typedef struct {
     const char  *log_file;
 
     /* numbers, given as strings and checked by chw_config_parse() */
+    const char  *database_timeout_s;
     const char  *embedding_max_chars_s;
     const char  *embedding_timeout_s;
     const char  *batch_size_s;
@@ -77,6 +81,7 @@ typedef struct {
     const char  *jobs_keep_days_s;
     const char  *orphan_age_s;
 
+    double       database_timeout;      /* seconds, 0: no bound */
     double       embedding_max_chars;
     double       embedding_timeout;     /* seconds */
     double       batch_size;
@@ -159,7 +164,15 @@ void chw_log(chw_log_level_e level, const char *msg, ...)
     __attribute__((sentinel));
 
 /* chathistory_worker_pg.c */
-PGconn *chw_pg_connect(chw_config_t *cf);
+PGconn *chw_pg_connect(chw_config_t *cf, int bounded);
+int chw_pg_reset(PGconn *conn);
+int chw_pg_send(PGconn *conn, const char *sql, int nparams,
+    const char *const *values, const int *lengths, const int *formats);
+PGresult *chw_pg_result(PGconn *conn);
+PGresult *chw_pg_exec(PGconn *conn, const char *sql, int nparams,
+    const char *const *params);
+PGresult *chw_pg_exec_script(PGconn *conn, const char *sql);
+const char *chw_pg_error(PGconn *conn, PGresult *res);
 int chw_pg_command(PGconn *conn, const char *sql, int nparams,
     const char *const *params);
 void chw_pg_log_error(PGconn *conn, PGresult *res, const char *msg,
@@ -168,7 +181,6 @@ void chw_pg_log_error(PGconn *conn, PGresult *res, const char *msg,
 /* chathistory_worker_migrate.c */
 int chw_migrate(chw_config_t *cf, int argc, char **argv);
 
-int chw_pg_ok(PGconn *conn);
 char *chw_pg_value(PGconn *conn, const char *sql, int nparams,
     const char *const *params);
 
@@ -176,7 +188,9 @@ char *chw_pg_value(PGconn *conn, const char *sql, int nparams,
 extern volatile sig_atomic_t  chw_stop;        /* SIGTERM, SIGINT */
 extern volatile sig_atomic_t  chw_stop_now;    /* the second one */
 extern volatile sig_atomic_t  chw_reopen;      /* SIGHUP */
+extern volatile sig_atomic_t  chw_signal_gen;  /* counts every signal */
 int chw_signals_init(sigset_t *ours, sigset_t *unblocked);
+int chw_signal_poll(struct pollfd *pfd, nfds_t n, double seconds, int gen);
 int chw_log_reopen(chw_config_t *cf);
 
 /* chathistory_worker_jobs.c */
@@ -186,6 +200,7 @@ int chw_jobs_finish(PGconn *conn, const char *me, chw_config_t *cf,
     chw_job_t *job);
 int chw_jobs_release(PGconn *conn, const char *me, chw_job_t *jobs, int n);
 int chw_jobs_next(PGconn *conn, double *wait, long long *pending);
+int chw_jobs_requeue(PGconn *conn, const char *me);
 void chw_jobs_log_done(chw_job_t *job);
 void chw_jobs_log_lost(chw_job_t *job);
 void chw_batch_free(chw_batch_t *b);
@@ -235,6 +250,7 @@ typedef struct {
     int        (*handler)(PGconn *conn, int argc, char **argv);
 } chw_admin_cmd_t;
 
+int chw_admin_name(const char *command, const char *what, const char *name);
 int chw_admin_dispatch(chw_config_t *cf, int argc, char **argv,
     const char *command, const chw_admin_cmd_t *cmds, const char *usage);
 

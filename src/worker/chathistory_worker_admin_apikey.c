@@ -63,10 +63,12 @@ chw_apikey_create(PGconn *conn, int argc, char **argv)
     params[0] = chw_apikey_option(argc, argv, "--org");
     params[1] = chw_apikey_option(argc, argv, "--name");
 
-    if (argc != 4 || params[0] == NULL || params[1] == NULL
-        || *params[1] == '\0')
-    {
+    if (argc != 4 || params[0] == NULL || params[1] == NULL) {
         fputs(chw_apikey_usage, stderr);
+        return CHW_EXIT_USAGE;
+    }
+
+    if (chw_admin_name("apikey create", "key", params[1]) != CHW_OK) {
         return CHW_EXIT_USAGE;
     }
 
@@ -116,6 +118,25 @@ chw_apikey_list(PGconn *conn, int argc, char **argv)
     if (argc != (params[0] != NULL ? 2 : 0)) {
         fputs(chw_apikey_usage, stderr);
         return CHW_EXIT_USAGE;
+    }
+
+    /* an organization without keys lists nothing; an unknown one fails */
+    if (params[0] != NULL) {
+        res = chw_apikey_exec(conn, "SELECT id FROM organizations "
+                              "WHERE id::text = lower($1) OR name = $1",
+                              1, params);
+        if (res == NULL) {
+            return CHW_EXIT_FAILURE;
+        }
+
+        if (PQntuples(res) == 0) {
+            chw_log(CHW_LOG_ERROR, "no such organization", "org", params[0],
+                    NULL);
+            PQclear(res);
+            return CHW_EXIT_FAILURE;
+        }
+
+        PQclear(res);
     }
 
     res = chw_apikey_exec(conn, "SELECT k.id, o.name, k.name, "
@@ -248,7 +269,7 @@ chw_apikey_exec(PGconn *conn, const char *sql, int nparams,
 {
     PGresult  *res;
 
-    res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
+    res = chw_pg_exec(conn, sql, nparams, params);
 
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         chw_pg_log_error(conn, res, "API key command failed", NULL, NULL);

@@ -63,6 +63,10 @@ chw_org_create(PGconn *conn, int argc, char **argv)
         return CHW_EXIT_USAGE;
     }
 
+    if (chw_admin_name("org create", "organization", argv[0]) != CHW_OK) {
+        return CHW_EXIT_USAGE;
+    }
+
     params[0] = argv[0];
 
     return chw_org_print(conn, "INSERT INTO organizations "
@@ -167,7 +171,7 @@ chw_org_print(PGconn *conn, const char *sql, int nparams,
     int        i, j;
     PGresult  *res;
 
-    res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
+    res = chw_pg_exec(conn, sql, nparams, params);
 
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         chw_pg_log_error(conn, res, "organization command failed", NULL,

@@ -36,6 +36,10 @@ static chw_setting_t  chw_settings[] = {
       chw_setting(database_url), NULL,
       "libpq conninfo or postgresql:// URL" },
 
+    { "--database-timeout", "CHATHISTORY_DATABASE_TIMEOUT",
+      chw_setting(database_timeout_s), "30",
+      "seconds an answer of PostgreSQL is waited for; 0: no bound" },
+
     { "--migrations-dir", "CHATHISTORY_MIGRATIONS_DIR",
       chw_setting(migrations_dir), NULL,
       "default: ./" CHW_DEFAULT_MIGRATIONS_DIR ", else "
@@ -121,6 +125,7 @@ typedef struct {
 #define chw_number(name)  chw_setting(name##_s), chw_setting(name)
 
 static chw_number_t  chw_numbers[] = {
+    { "database_timeout", chw_number(database_timeout), 0, 86400 },
     { "embedding_max_chars", chw_number(embedding_max_chars), 16, 1e7 },
     { "embedding_timeout", chw_number(embedding_timeout), 0.01, 3600 },
     { "batch_size", chw_number(batch_size), 1, 1000 },

@@ -57,6 +57,12 @@ static const char  chw_jobs_release_sql[] =
     "updated_at = now() "
     "WHERE id = $1 AND locked_by = $2 AND status = 'running'";
 
+/* the attempt counts: a job that kills the connection does not loop */
+static const char  chw_jobs_requeue_sql[] =
+    "UPDATE jobs SET status = 'queued', run_at = now(), "
+    "locked_until = NULL, updated_at = now() "
+    "WHERE locked_by = $1 AND status = 'running'";
+
 static const char  chw_jobs_next_sql[] =
     "SELECT count(*), extract(epoch FROM min(CASE WHEN status = 'queued' "
     "THEN run_at ELSE locked_until END) - now()) "
@@ -87,8 +93,7 @@ chw_jobs_claim(PGconn *conn, const char *me, double lease, int limit,
     params[1] = slease;
     params[2] = slimit;
 
-    res = PQexecParams(conn, chw_jobs_claim_sql, 3, NULL, params, NULL, NULL,
-                       0);
+    res = chw_pg_exec(conn, chw_jobs_claim_sql, 3, params);
 
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         chw_pg_log_error(conn, res, "cannot claim jobs", NULL, NULL);
@@ -139,8 +144,7 @@ chw_jobs_finish(PGconn *conn, const char *me, chw_config_t *cf,
     params[1] = me;
 
     if (job->rc == CHW_OK) {
-        res = PQexecParams(conn, chw_jobs_done_sql, 2, NULL, params, NULL,
-                           NULL, 0);
+        res = chw_pg_exec(conn, chw_jobs_done_sql, 2, params);
         status = "done";
 
     } else {
@@ -148,8 +152,7 @@ chw_jobs_finish(PGconn *conn, const char *me, chw_config_t *cf,
                  chw_jobs_backoff(cf, job->attempts));
         params[2] = sdelay;
         params[3] = job->error;
-        res = PQexecParams(conn, chw_jobs_fail_sql, 4, NULL, params, NULL,
-                           NULL, 0);
+        res = chw_pg_exec(conn, chw_jobs_fail_sql, 4, params);
         status = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) > 0
                  ? PQgetvalue(res, 0, 0) : NULL;
     }
@@ -262,6 +265,40 @@ chw_jobs_release(PGconn *conn, const char *me, chw_job_t *jobs, int n)
 
 
 /*
+ * After a lost connection, when the worker holds no batch: jobs still
+ * running under its name are those whose outcome could not be written, or
+ * that a statement given up on claimed after all. Queued again now rather
+ * than when their lease passes.
+ */
+int
+chw_jobs_requeue(PGconn *conn, const char *me)
+{
+    PGresult    *res;
+    const char  *params[1];
+
+    params[0] = me;
+
+    res = chw_pg_exec(conn, chw_jobs_requeue_sql, 1, params);
+
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        chw_pg_log_error(conn, res, "cannot queue our jobs again", NULL,
+                         NULL);
+        PQclear(res);
+        return CHW_ERROR;
+    }
+
+    if (strcmp(PQcmdTuples(res), "0") != 0) {
+        chw_log(CHW_LOG_INFO, "jobs of the lost connection queued again",
+                "jobs", PQcmdTuples(res), NULL);
+    }
+
+    PQclear(res);
+
+    return CHW_OK;
+}
+
+
+/*
  * How many jobs are queued or running, and in how many seconds the next
  * one is due (a queued job's run_at, a running job's lease end).
  */
@@ -270,7 +307,7 @@ chw_jobs_next(PGconn *conn, double *wait, long long *pending)
 {
     PGresult  *res;
 
-    res = PQexec(conn, chw_jobs_next_sql);
+    res = chw_pg_exec(conn, chw_jobs_next_sql, 0, NULL);
 
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         chw_pg_log_error(conn, res, "cannot read the queue", NULL, NULL);

@@ -10,6 +10,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -19,6 +20,8 @@
 
 
 #define CHW_MIGRATION_DIGITS  4
+/* ms between tries of the migration lock while another migrator has it */
+#define CHW_MIGRATE_LOCK_POLL 200
 
 
 typedef struct {
@@ -112,7 +115,7 @@ chw_migrate(chw_config_t *cf, int argc, char **argv)
         return CHW_EXIT_FAILURE;
     }
 
-    conn = chw_pg_connect(cf);
+    conn = chw_pg_connect(cf, 0);
     if (conn == NULL) {
         chw_migrate_free(&ms);
         return CHW_EXIT_FAILURE;
@@ -341,37 +344,46 @@ chw_migrate_run(PGconn *conn, chw_migrations_t *ms)
 }
 
 
-/* waits for a concurrent migrator to finish, saying so */
+/*
+ * Waits for a concurrent migrator to finish, saying so. Not in one
+ * pg_advisory_lock(), which would be a wait without bound that a silent
+ * database looks the same as: a try every CHW_MIGRATE_LOCK_POLL ms, each
+ * as bounded as any statement.
+ */
 static int
 chw_migrate_lock(PGconn *conn, const char *key)
 {
-    int           locked;
+    int           locked, waiting;
     PGresult     *res;
     const char   *params[1];
 
     params[0] = key;
 
-    res = PQexecParams(conn, "SELECT pg_try_advisory_lock($1::bigint)", 1,
-                       NULL, params, NULL, NULL, 0);
-
-    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
-        chw_pg_log_error(conn, res, "cannot take the migration lock",
-                         "lock", key);
-        PQclear(res);
-        return CHW_ERROR;
-    }
-
-    locked = (strcmp(PQgetvalue(res, 0, 0), "t") == 0);
-    PQclear(res);
-
-    if (locked) {
-        return CHW_OK;
-    }
-
-    chw_log(CHW_LOG_INFO, "waiting for another migrator", "lock", key, NULL);
-
-    return chw_pg_command(conn, "SELECT pg_advisory_lock($1::bigint)", 1,
+    for (waiting = 0; /* void */; waiting = 1) {
+        res = chw_pg_exec(conn, "SELECT pg_try_advisory_lock($1::bigint)", 1,
                           params);
+
+        if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+            chw_pg_log_error(conn, res, "cannot take the migration lock",
+                             "lock", key);
+            PQclear(res);
+            return CHW_ERROR;
+        }
+
+        locked = (strcmp(PQgetvalue(res, 0, 0), "t") == 0);
+        PQclear(res);
+
+        if (locked) {
+            return CHW_OK;
+        }
+
+        if (!waiting) {
+            chw_log(CHW_LOG_INFO, "waiting for another migrator", "lock", key,
+                    NULL);
+        }
+
+        (void) poll(NULL, 0, CHW_MIGRATE_LOCK_POLL);
+    }
 }
 
 
@@ -426,7 +438,7 @@ chw_migrate_load(PGconn *conn, chw_migrations_t *ms)
     const char       *version;
     chw_migration_t  *m;
 
-    res = PQexec(conn, chw_migrate_applied);
+    res = chw_pg_exec(conn, chw_migrate_applied, 0, NULL);
 
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         chw_pg_log_error(conn, res, "cannot read schema_migrations",
@@ -533,7 +545,7 @@ chw_migrate_exec(PGconn *conn, chw_migration_t *m, const char *sql)
     PGresult        *res;
     ExecStatusType   status;
 
-    res = PQexec(conn, sql);
+    res = chw_pg_exec_script(conn, sql);
     status = PQresultStatus(res);
 
     if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK
@@ -566,10 +578,7 @@ chw_migrate_log_failure(PGresult *res, PGconn *conn, chw_migration_t *m,
     char          nline[24];
     const char   *p, *error, *position;
 
-    error = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-    if (error == NULL) {
-        error = PQerrorMessage(conn);
-    }
+    error = chw_pg_error(conn, res);
 
     nline[0] = '\0';
     position = PQresultErrorField(res, PG_DIAG_STATEMENT_POSITION);
@@ -675,7 +684,8 @@ chw_migrate_status(PGconn *conn, chw_migrations_t *ms)
     size_t     i;
     PGresult  *res;
 
-    res = PQexec(conn, "SELECT to_regclass('schema_migrations') IS NOT NULL");
+    res = chw_pg_exec(conn, "SELECT to_regclass('schema_migrations') "
+                      "IS NOT NULL", 0, NULL);
 
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
         chw_pg_log_error(conn, res, "cannot look for schema_migrations",

@@ -188,8 +188,7 @@ chw_process_messages(PGconn *conn, chw_batch_t *b, int n)
     strcpy(p, "}");
     params[0] = array;
 
-    res = PQexecParams(conn, chw_process_messages_sql, 1, NULL, params, NULL,
-                       NULL, 0);
+    res = chw_pg_exec(conn, chw_process_messages_sql, 1, params);
     free(array);
 
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {

@@ -56,7 +56,7 @@ chw_reembed(chw_config_t *cf, int argc, char **argv)
         return cf->database_url == NULL ? CHW_EXIT_USAGE : CHW_EXIT_FAILURE;
     }
 
-    res = PQexecParams(conn, chw_reembed_sql, 1, NULL, params, NULL, NULL, 0);
+    res = chw_pg_exec(conn, chw_reembed_sql, 1, params);
 
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
         chw_pg_log_error(conn, res, "cannot queue reembedding", NULL, NULL);

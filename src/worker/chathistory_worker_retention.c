@@ -139,8 +139,7 @@ chw_retention_sessions(PGconn *conn, chw_config_t *cf, chw_retention_t *r)
     params[0] = limit;
 
     do {
-        res = PQexecParams(conn, chw_retention_delete_sql, 1, NULL, params,
-                           NULL, NULL, 0);
+        res = chw_pg_exec(conn, chw_retention_delete_sql, 1, params);
 
         if (PQresultStatus(res) != PGRES_TUPLES_OK) {
             chw_pg_log_error(conn, res, "cannot delete expired sessions",
@@ -271,8 +270,7 @@ chw_retention_sweep_batch(PGconn *conn, chw_config_t *cf,
     strcpy(p, "}");
     params[0] = array;
 
-    res = PQexecParams(conn, chw_retention_alive_sql, 1, NULL, params, NULL,
-                       NULL, 0);
+    res = chw_pg_exec(conn, chw_retention_alive_sql, 1, params);
     free(array);
 
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
@@ -310,8 +308,7 @@ chw_retention_jobs(PGconn *conn, chw_config_t *cf, chw_retention_t *r)
     snprintf(days, sizeof(days), "%d", (int) cf->jobs_keep_days);
     params[0] = days;
 
-    res = PQexecParams(conn, chw_retention_jobs_sql, 1, NULL, params, NULL,
-                       NULL, 0);
+    res = chw_pg_exec(conn, chw_retention_jobs_sql, 1, params);
 
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
         chw_pg_log_error(conn, res, "cannot delete old jobs", NULL, NULL);

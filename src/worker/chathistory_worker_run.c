@@ -19,10 +19,15 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "chathistory_worker.h"
+
+
+/* seconds between connection attempts at most */
+#define CHW_RUN_RECONNECT_MAX  30
 
 
 typedef struct {
@@ -55,6 +60,7 @@ static void chw_run_written(chw_run_t *run, chw_batch_t *b);
 static void chw_run_notify(chw_run_t *run);
 static int chw_run_idle(chw_run_t *run);
 static int chw_run_wait(chw_run_t *run, double seconds);
+static void chw_run_reconnect(chw_run_t *run);
 static void chw_run_timers(chw_run_t *run);
 static void chw_run_stats(chw_run_t *run);
 static void chw_run_stop(chw_run_t *run);
@@ -88,7 +94,8 @@ chw_run(chw_config_t *cf, int argc, char **argv)
 
     chw_run_stop(&run);
 
-    return rc == CHW_OK ? CHW_EXIT_OK : CHW_EXIT_FAILURE;
+    /* a start-up cut short by SIGTERM (waiting for the database) is a stop */
+    return rc == CHW_OK || chw_stop ? CHW_EXIT_OK : CHW_EXIT_FAILURE;
 }
 
 
@@ -144,7 +151,7 @@ chw_run_start(chw_run_t *run)
                 "jobs and the audio sweep do nothing", NULL);
     }
 
-    run->conn = chw_pg_connect(run->cf);
+    run->conn = chw_pg_connect(run->cf, 1);
     if (run->conn == NULL) {
         return CHW_ERROR;
     }
@@ -232,12 +239,11 @@ chw_run_loop(chw_run_t *run)
                 return CHW_ERROR;
             }
 
-            if (!chw_pg_ok(run->conn)) {
-                chw_run_wait(run, run->cf->poll_interval);
+            if (PQstatus(run->conn) != CONNECTION_OK) {
+                chw_run_reconnect(run);
                 continue;
             }
 
-            chw_pg_command(run->conn, "LISTEN " CHW_LISTEN_CHANNEL, 0, NULL);
             chw_run_wait(run, run->cf->poll_interval);
             continue;
         }
@@ -476,6 +482,51 @@ chw_run_wait(chw_run_t *run, double seconds)
 }
 
 
+/*
+ * The connection was lost, or given up on when the database did not
+ * answer, and the batches in hand are written off: connects again, LISTENs
+ * and queues our running jobs again, at once, then after 1, 2, 4 ... up
+ * to CHW_RUN_RECONNECT_MAX seconds, half of each delay random, so that
+ * workers do not all come back at the same instant. Returns when connected
+ * or stopped.
+ */
+static void
+chw_run_reconnect(chw_run_t *run)
+{
+    char      in[32];
+    double    delay, wait;
+    uint32_t  r;
+
+    chw_log(CHW_LOG_WARN, "lost the PostgreSQL connection, reconnecting",
+            "error", chw_pg_error(run->conn, NULL), NULL);
+
+    delay = 1;
+
+    while (!chw_stop) {
+        if (chw_pg_reset(run->conn) == CHW_OK
+            && chw_pg_command(run->conn, "LISTEN " CHW_LISTEN_CHANNEL, 0,
+                              NULL) == CHW_OK
+            && chw_jobs_requeue(run->conn, run->me) == CHW_OK)
+        {
+            return;
+        }
+
+        if (getrandom(&r, sizeof(r), 0) != sizeof(r)) {
+            r = (uint32_t) rand();
+        }
+
+        wait = delay / 2 + delay / 2 * ((double) r / UINT32_MAX);
+        snprintf(in, sizeof(in), "%.1f", wait);
+        chw_log(CHW_LOG_INFO, "next connection attempt", "in", in, NULL);
+
+        chw_run_wait(run, wait);
+
+        delay = delay * 2 < CHW_RUN_RECONNECT_MAX ? delay * 2
+                                                  : CHW_RUN_RECONNECT_MAX;
+    }
+}
+
+
 static void
 chw_run_timers(chw_run_t *run)
 {
@@ -502,11 +553,13 @@ chw_run_stats(chw_run_t *run)
     char       done[24], retried[24], failed[24], lost[24];
     PGresult  *res;
 
-    res = PQexec(run->conn, "SELECT count(*) FILTER (WHERE status = 'queued'),"
-                 " count(*) FILTER (WHERE status = 'running'),"
-                 " coalesce(round(extract(epoch FROM now() - min(run_at) "
-                 "FILTER (WHERE status = 'queued' AND run_at <= now())) "
-                 "* 1000), 0) FROM jobs WHERE status IN ('queued', 'running')");
+    res = chw_pg_exec(run->conn, "SELECT count(*) FILTER "
+              "(WHERE status = 'queued'),"
+              " count(*) FILTER (WHERE status = 'running'),"
+              " coalesce(round(extract(epoch FROM now() - min(run_at) "
+              "FILTER (WHERE status = 'queued' AND run_at <= now())) "
+              "* 1000), 0) FROM jobs WHERE status IN ('queued', 'running')",
+              0, NULL);
 
     snprintf(done, sizeof(done), "%lld", run->done);
     snprintf(retried, sizeof(retried), "%lld", run->retried);

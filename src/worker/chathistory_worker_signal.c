@@ -6,9 +6,13 @@
  */
 
 
+#define _GNU_SOURCE
+
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "chathistory_worker.h"
@@ -20,6 +24,11 @@ static void chw_signal_handler(int signo);
 volatile sig_atomic_t  chw_stop;
 volatile sig_atomic_t  chw_stop_now;
 volatile sig_atomic_t  chw_reopen;
+volatile sig_atomic_t  chw_signal_gen;
+
+static int             chw_signals_on;
+static sigset_t        chw_sigours;
+static sigset_t        chw_sigmask;
 
 
 /*
@@ -62,7 +71,56 @@ chw_signals_init(sigset_t *ours, sigset_t *unblocked)
 
     signal(SIGPIPE, SIG_IGN);
 
+    chw_sigours = *ours;
+    chw_sigmask = *unblocked;
+    chw_signals_on = 1;
+
     return CHW_OK;
+}
+
+
+/*
+ * poll() that a signal interrupts reliably: gen is chw_signal_gen as the
+ * caller read it before looking at the flags; a signal caught since then
+ * returns -1 (EINTR) at once, one caught during the wait ends it. Without
+ * our handlers (the one-shot commands) SIGTERM keeps its default action.
+ */
+int
+chw_signal_poll(struct pollfd *pfd, nfds_t n, double seconds, int gen)
+{
+    int              rc, err;
+    struct timespec  ts;
+
+    /* a wait without bound (HUGE_VAL) is a wait of an hour, again */
+    if (seconds < 0) {
+        seconds = 0;
+
+    } else if (seconds > 3600) {
+        seconds = 3600;
+    }
+
+    ts.tv_sec = (time_t) seconds;
+    ts.tv_nsec = (long) ((seconds - (double) ts.tv_sec) * 1e9);
+
+    if (!chw_signals_on) {
+        return ppoll(pfd, n, &ts, NULL);
+    }
+
+    sigprocmask(SIG_BLOCK, &chw_sigours, NULL);
+
+    if (chw_signal_gen != gen) {
+        rc = -1;
+        err = EINTR;
+
+    } else {
+        rc = ppoll(pfd, n, &ts, &chw_sigmask);
+        err = errno;
+    }
+
+    sigprocmask(SIG_SETMASK, &chw_sigmask, NULL);
+    errno = err;
+
+    return rc;
 }
 
 
@@ -71,14 +129,17 @@ chw_signal_handler(int signo)
 {
     if (signo == SIGHUP) {
         chw_reopen = 1;
-        return;
+
+    } else {
+        if (chw_stop) {
+            chw_stop_now = 1;
+        }
+
+        chw_stop = 1;
     }
 
-    if (chw_stop) {
-        chw_stop_now = 1;
-    }
-
-    chw_stop = 1;
+    /* after the flags: a waiter that read the old value looks again */
+    chw_signal_gen++;
 }
 
 

@@ -135,11 +135,10 @@ chw_store_send(chw_store_t *st, chw_batch_t *b)
     memset(lengths, 0, sizeof(lengths));
     lengths[5] = p.vectors_len;
 
-    ok = PQsendQueryParams(st->conn, chw_store_sql, 6, NULL, values, lengths,
-                           formats, 0);
+    ok = chw_pg_send(st->conn, chw_store_sql, 6, values, lengths, formats);
     chw_store_params_free(&p);
 
-    if (!ok) {
+    if (ok != CHW_OK) {
         chw_pg_log_error(st->conn, NULL, "cannot store the embeddings", NULL,
                          NULL);
         chw_store_failed(st, b, "cannot store the embeddings");
@@ -158,7 +157,7 @@ chw_store_collect(chw_store_t *st)
 {
     int           i, r, found;
     char          error[200];
-    PGresult     *res, *more;
+    PGresult     *res;
     chw_job_t    *job;
     chw_batch_t  *b;
 
@@ -169,21 +168,13 @@ chw_store_collect(chw_store_t *st)
         return CHW_OK;
     }
 
-    res = PQgetResult(st->conn);
-
-    /* one statement, one result: read on to NULL to free the connection */
-    while ((more = PQgetResult(st->conn)) != NULL) {
-        PQclear(more);
-    }
+    res = chw_pg_result(st->conn);
 
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         chw_pg_log_error(st->conn, res, "cannot store the embeddings", NULL,
                          NULL);
         snprintf(error, sizeof(error), "cannot store the embeddings: %s",
-                 res != NULL
-                 && PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) != NULL
-                 ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY)
-                 : "no answer");
+                 chw_pg_error(st->conn, res));
         PQclear(res);
         chw_store_failed(st, b, error);
         return CHW_ERROR;

@@ -83,4 +83,48 @@ subtest 'apikey create, list, revoke' => sub {
     is $rc, 2, 'no name: usage error';
 };
 
+subtest 'names: non-empty, at most 200 characters, printable' => sub {
+    my $orgs = sql("SELECT count(*) FROM organizations");
+    my ($rc, $err) = worker('org', 'create', '');
+    is $rc, 2, 'an empty name: usage error';
+    like $err, qr/organization name is empty/, 'says so';
+
+    ($rc, $err) = worker('org', 'create', 'x' x 10_000);
+    is $rc, 2, 'a 10,000-character name: usage error';
+    like $err, qr/organization name is longer than 200 characters/, 'says so';
+
+    ($rc, $err) = worker('org', 'create', "tab\there");
+    is $rc, 2, 'a control character: usage error';
+    like $err, qr/organization name contains a control character/, 'says so';
+
+    ($rc, $err) = worker('org', 'create', "bad\xff");
+    is $rc, 2, 'invalid UTF-8: usage error';
+    like $err, qr/organization name is not valid UTF-8/, 'says so';
+
+    is sql("SELECT count(*) FROM organizations"), $orgs, 'none was created';
+
+    my ($out);
+    ($rc, $err, $out) = worker('org', 'create', "\x{c3}\x{a9}" x 200);
+    is $rc, 0, '200 characters (400 bytes of UTF-8) are fine';
+
+    ($rc, $err) = worker('apikey', 'create', '--org', 'acme', '--name',
+                         "line\nbreak");
+    is $rc, 2, 'a key name with a control character: usage error';
+    like $err, qr/key name contains a control character/, 'says so';
+    ($rc, $err) = worker('apikey', 'create', '--org', 'acme', '--name',
+                         'k' x 201);
+    is $rc, 2, 'a key name of 201 characters: usage error';
+};
+
+subtest 'apikey list --org unknown' => sub {
+    my ($rc, $err, $out) = worker('apikey', 'list', '--org', 'nope');
+    is $rc, 1, 'exits 1';
+    like $err, qr/no such organization/, 'says why';
+    is $out, '', 'prints nothing';
+
+    ($rc, undef, $out) = worker('apikey', 'list', '--org', 'default');
+    is $rc, 0, 'an organization without keys: success';
+    is $out, '', 'and no line';
+};
+
 done_testing;
