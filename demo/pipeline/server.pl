@@ -140,7 +140,7 @@ sub serve {
         }
     }
     respond($c, $status, $body, $status == 405 ? ('Allow: POST') : ());
-    close $c;
+    linger($c);
     logline(sprintf '%s %s %d %d bytes in, %.0f ms%s',
         $req->{method} // '-', $req->{target} // '-', $status,
         length($req->{body} // ''), (Time::HiRes::time - $t0) * 1000,
@@ -183,9 +183,10 @@ sub pipeline {
         rename "$tmp/in", "$tmp/in.wav" or die "rename: $!\n";
     }
     # pocketsphinx's acoustic model: 16 kHz mono 16-bit, with a little
-    # silence around the speech
+    # silence around the speech; -R seeds sox's dither: with random dither
+    # pocketsphinx hears the same recording differently from run to run
     run_tool(400, 'the body is not audio that sox can read',
-             'sox', '-V1', "$tmp/in.wav", '-r', '16000', '-c', '1', '-b', '16',
+             'sox', '-V1', '-R', "$tmp/in.wav", '-r', '16000', '-c', '1', '-b', '16',
              '-e', 'signed-integer', "$tmp/speech.wav", 'pad', '0.3', '0.3');
     my $seconds = (-s "$tmp/speech.wav") / 32000;
     fail(413, 'payload_too_large', sprintf 'the audio is %.0f s long; at'
@@ -375,6 +376,22 @@ sub respond {
             . "Connection: close\r\n\r\n" . $body;
     };
     alarm 0;
+}
+
+# Close as nginx's lingering close does: what the client still sends (a body
+# refused before it was read) is read and dropped, for up to 5 s, so that the
+# client is not reset before it has read the answer.
+sub linger {
+    my ($c) = @_;
+    shutdown $c, 1;
+    local $SIG{ALRM} = sub { die "linger\n" };
+    alarm 5;
+    eval {
+        my $buf;
+        1 while sysread($c, $buf, 65536);
+    };
+    alarm 0;
+    close $c;
 }
 
 # Run a tool, return its stdout; exit status not 0 is a fail() with its stderr.
