@@ -66,8 +66,8 @@ pidfile_pid() {
         && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$2" && echo "$pid"
 }
 
-# pidfile_stop FILE WORD NAME: SIGTERM the process of FILE, wait up to 30 s for it,
-# remove FILE.
+# pidfile_stop FILE WORD NAME [SIGNAL]: send the process of FILE SIGNAL (TERM), wait up
+# to 30 s for it to exit, remove FILE.
 pidfile_stop() {
     local pid
     if ! pid="$(pidfile_pid "$1" "$2")"; then
@@ -75,10 +75,19 @@ pidfile_stop() {
         return 0
     fi
     say "$3: stopping (pid $pid)"
-    kill -TERM "$pid"
+    kill -"${4:-TERM}" "$pid"
     for _ in $(seq 300); do
         kill -0 "$pid" 2>/dev/null || { rm -f "$1"; return 0; }
         sleep 0.1
     done
     die "$3 (pid $pid) did not stop within 30 s"
+}
+
+# wait_http URL WHAT LOG: until URL answers 2xx, for up to 5 s; else die pointing at LOG.
+wait_http() {
+    for _ in $(seq 50); do
+        curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    die "$2 does not answer $1 (see $3)"
 }
