@@ -48,3 +48,46 @@ openapi_tools() {
         --loglevel=error)
     printf '%s\n' "$sum" >"$stamp"
 }
+
+# port_free PORT: nothing listens on 127.0.0.1:PORT (a bind succeeds).
+port_free() {
+    perl -MIO::Socket::INET -e '
+        IO::Socket::INET->new(LocalAddr => "127.0.0.1", LocalPort => $ARGV[0],
+                              Proto => "tcp", Listen => 1, ReuseAddr => 1)
+            or exit 1;' "$1"
+}
+
+# pidfile_pid FILE WORD: the pid in FILE when that process runs and its command line
+# has WORD (a pid reused by another program does not count).
+pidfile_pid() {
+    local pid
+    pid="$(cat "$1" 2>/dev/null)" || return 1
+    [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null \
+        && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$2" && echo "$pid"
+}
+
+# pidfile_stop FILE WORD NAME [SIGNAL]: send the process of FILE SIGNAL (TERM), wait up
+# to 30 s for it to exit, remove FILE.
+pidfile_stop() {
+    local pid
+    if ! pid="$(pidfile_pid "$1" "$2")"; then
+        rm -f "$1"
+        return 0
+    fi
+    say "$3: stopping (pid $pid)"
+    kill -"${4:-TERM}" "$pid"
+    for _ in $(seq 300); do
+        kill -0 "$pid" 2>/dev/null || { rm -f "$1"; return 0; }
+        sleep 0.1
+    done
+    die "$3 (pid $pid) did not stop within 30 s"
+}
+
+# wait_http URL WHAT LOG: until URL answers 2xx, for up to 5 s; else die pointing at LOG.
+wait_http() {
+    for _ in $(seq 50); do
+        curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    die "$2 does not answer $1 (see $3)"
+}

@@ -78,7 +78,10 @@ like($out, qr/thread pool "chathistory" not found|chathistory/, "naming the miss
 my $template = read_file("conf/nginx.conf");
 my %values = (PREFIX => $root, MODULE_PATH => $module, HTTP_PORT => 8080,
               DATABASE_URL => $ENV{TEST_NGINX_DATABASE_URL} // 'postgresql://x@127.0.0.1/x',
-              AUDIO_PATH => "$root/audio");
+              AUDIO_PATH => "$root/audio", PIPELINE_PORT => 8090,
+              EMBEDDING_PROVIDER => 'hash', EMBEDDING_MODEL => 'hash-v1',
+              EMBEDDING_ENDPOINT => 'http://127.0.0.1:11434/api/embed',
+              EMBEDDING_AUTHORIZATION => '');
 $template =~ s/\@(\w+)\@/$values{$1} \/\/ die "unknown placeholder $1"/ge;
 $template =~ s/^user /# user /m if $> != 0;
 write_file("$root/conf/local.conf", $template);
