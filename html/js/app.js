@@ -329,7 +329,11 @@ function talkPanel(state, onMessage) {
     if (!recorder) {
       recorder = new Recorder();
       try {
-        await recorder.start((peak) => { level.value = peak; });
+        level.dataset.max = '0';
+        await recorder.start((peak) => {
+          level.value = peak;
+          if (peak > Number(level.dataset.max)) level.dataset.max = peak.toFixed(3);
+        });
       } catch (err) {
         recorder = null;
         notice(`The microphone could not be opened: ${err.message}`);

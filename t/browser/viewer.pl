@@ -414,13 +414,15 @@ JS
     click('#talk-record');
     wait_js('the recorded clip', "!document.getElementById('talk-send').disabled", 10);
     my $clip = js("return document.getElementById('talk-status').textContent");
+    my $peak = js("return Number(document.querySelector('.talk meter').dataset.max)");
+    ok($peak > 0.05, 'talk: the microphone (a WAV as the fake device) was captured as PCM and encoded as a WAV', "$clip peak level $peak");
     click('#talk-send');
     wait_js('the new message', "document.querySelectorAll('#messages [data-message-id]').length === 4", 30);
     my $answer = js("return [document.getElementById('answer-transcript')?.textContent, document.getElementById('answer-translation')?.textContent, !!document.getElementById('answer-audio')]");
     my $new = js("const li = [...document.querySelectorAll('#messages [data-message-id]')].pop(); return [li.dataset.messageId, li.querySelector('.source p').textContent, !!li.querySelector('audio')]");
     my $m = message_of($talk->{id}, $new->[0]);
     ok($m && $m->{has_audio} && $new->[2], 'talk: the recording went through the pipeline and is a new message with its audio',
-       "$clip; heard \"$answer->[0]\", translated \"$answer->[1]\"" . ($answer->[2] ? ', answer audio playable' : ''));
+       "heard \"$answer->[0]\", translated \"$answer->[1]\"" . ($answer->[2] ? ', answer audio playable' : ''));
     if ($m && $m->{has_audio}) {
         my $rec = ogg_duration($m->{audio_url});
         my $d = js_async(<<'JS', $new->[0]);
