@@ -248,6 +248,10 @@ my $run = eval {
         push @mids, $mid;
     }
     pipeline_wav($doomed->{id}, "$tmp/seed0.wav");
+    # a full first page of newer sessions, so that the seeded ones are behind "More"
+    for my $i (1 .. 20) {
+        push @seeded, api('POST', '/sessions', { source_lang => 'de', target_lang => 'fr', title => "Filler $i $tag" })->{id};
+    }
     my @msgs = map {
         my $mid = $_;
         wait_until("message $mid with its audio", 20, sub { my $m = message_of($talk->{id}, $mid); $m && $m->{has_audio} && $m });
@@ -279,6 +283,7 @@ my $run = eval {
                 "--user-data-dir=$tmp/profile",
             ],
         },
+        'goog:loggingPrefs' => { browser => 'ALL' },
         timeouts => { script => 20000, pageLoad => 20000, implicit => 0 },
     } } });
     $sess = $caps->{sessionId};
@@ -299,14 +304,20 @@ my $run = eval {
            'the API key is kept in sessionStorage, not in the URL');
     }
 
-    # 1. the seeded sessions, newest first, with their counts
-    wait_js('the seeded sessions', "document.querySelectorAll('[data-session-id]').length >= 3");
+    # 1. the seeded sessions, newest first (keyset pages: the first is full of newer ones),
+    # with their counts
+    wait_js('the first page', "document.querySelectorAll('[data-session-id]').length === 20");
+    my $first = js("return [...document.querySelectorAll('[data-session-id] a.title')].map(e => e.textContent)");
+    ok($first->[0] eq "Filler 20 $tag" && $first->[19] eq "Filler 1 $tag" && js("return !document.getElementById('sessions-more').hidden"),
+       'the first page holds the 20 newest sessions, and a "More sessions" button');
+    click('#sessions-more');
+    wait_js('the second page', "document.querySelector('[data-session-id=\"$talk->{id}\"]')");
     wait_js('the message counts', "[...document.querySelectorAll('[data-session-id=\"$talk->{id}\"] .count')].some(e => e.textContent === '3 messages')", 10);
     my $order = js("return [...document.querySelectorAll('[data-session-id]')].map(e => e.dataset.sessionId)");
     my %pos; @pos{@$order} = 0 .. $#$order;
     ok(defined $pos{$doomed->{id}} && $pos{$doomed->{id}} < $pos{$other->{id}} && $pos{$other->{id}} < $pos{$talk->{id}},
        'the sessions list shows the seeded sessions newest first, with "3 messages"',
-       scalar(@$order) . ' sessions on the first page');
+       scalar(@$order) . ' sessions listed after "More"');
     shot('sessions');
 
     # 2. open one: the messages in conversation order, transcript beside translation
@@ -461,6 +472,14 @@ JS
     my $tabbable = js("return [...document.querySelectorAll('a[href], button, input, select, audio[controls]')].filter(e => !e.disabled && e.offsetParent !== null && e.tabIndex >= 0).length");
     my $divclicks = js("return [...document.querySelectorAll('div[onclick], span[onclick]')].length");
     ok($tabbable > 10 && $divclicks == 0, 'keyboard: controls are links, buttons and labelled inputs', "$tabbable focusable controls");
+    go('#/sessions');
+    wait_js('the list at phone width', "document.querySelectorAll('[data-session-id]').length > 0");
+    shot('phone-sessions');
+
+    # 11. the browser's console: no errors but the 404 that step 7 asked for
+    my $log = wd('POST', '/se/log', { type => 'browser' });
+    my @bad = grep { $_->{level} eq 'SEVERE' && $_->{message} !~ /status of 404/ } @$log;
+    ok(!@bad, 'no errors in the browser console', @bad ? join(' | ', map { $_->{message} } @bad[0 .. ($#bad < 2 ? $#bad : 2)]) : scalar(@$log) . ' entries');
     1;
 };
 if (!$run) {
