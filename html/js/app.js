@@ -425,7 +425,7 @@ function showAnswer(box, json) {
   const b64 = json.audio_base64 ?? json.audio;
   if (typeof b64 === 'string' && b64.length > 16) {
     const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
-    const type = json.audio_mime || json.audio_content_type || sniff(bytes);
+    const type = json.audio_type || json.audio_mime || sniff(bytes);
     const url = URL.createObjectURL(new Blob([bytes], { type }));
     cleanups.push(() => URL.revokeObjectURL(url));
     const a = h('audio', { controls: true, src: url, id: 'answer-audio', 'aria-label': 'The spoken translation' });

@@ -28,10 +28,18 @@ export class Recorder {
     this.stream = await navigator.mediaDevices.getUserMedia({
       audio: { channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: false },
     });
-    this.ctx = new AudioContext();
+    // 16 kHz, as speech recognisers take it (and a third of 48 kHz's upload); the device's
+    // own rate where the browser cannot resample its input
+    try {
+      this.ctx = new AudioContext({ sampleRate: 16000 });
+      this.source = this.ctx.createMediaStreamSource(this.stream);
+    } catch {
+      if (this.ctx) this.ctx.close();
+      this.ctx = new AudioContext();
+      this.source = this.ctx.createMediaStreamSource(this.stream);
+    }
     await this.ctx.audioWorklet.addModule(new URL('./pcm-worklet.js', import.meta.url));
     this.chunks = [];
-    this.source = this.ctx.createMediaStreamSource(this.stream);
     this.node = new AudioWorkletNode(this.ctx, 'pcm-capture', { numberOfOutputs: 0 });
     this.node.port.onmessage = (e) => {
       this.chunks.push(e.data);

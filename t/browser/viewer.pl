@@ -42,7 +42,7 @@ $o{base} =~ m{^http://(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?$}
     or die "--base must be a loopback http:// URL, not \"$o{base}\"\n";
 -x $o{chromium} or die "no $o{chromium} (apt-get install chromium: scripts/deps)\n";
 -x $o{driver}   or die "no $o{driver} (apt-get install chromium-driver: scripts/deps)\n";
-system('sh', '-c', 'command -v espeak-ng >/dev/null') == 0 or die "no espeak-ng (scripts/deps)\n";
+system('sh', '-c', 'command -v espeak-ng && command -v sox' . ' >/dev/null') == 0 or die "no espeak-ng or sox (scripts/deps)\n";
 
 binmode STDOUT, ':encoding(UTF-8)';
 binmode STDERR, ':encoding(UTF-8)';
@@ -52,6 +52,7 @@ my $prefix = $o{key} ? '/v1' : '/api';
 my $tag    = sprintf 'bt%x', int(time * 1000) % 0xffffffff;
 my $tmp    = tempdir('chathistory-browser.XXXXXX', TMPDIR => 1, CLEANUP => 1);
 make_path($o{out});
+unlink glob "$o{out}/*.png";          # this run's screenshots only
 
 my ($n, $failed) = (0, 0);
 sub ok {
@@ -62,6 +63,7 @@ sub ok {
     return $cond;
 }
 sub note { print "# @_\n" }
+sub count { my ($k, $one, $many) = @_; "$k " . ($k == 1 ? $one : $many) }
 
 # ---------------------------------------------------------------- the API, for seeding
 
@@ -77,7 +79,7 @@ sub api {
 
 sub espeak_wav {
     my ($file, $text) = @_;
-    system('espeak-ng', '-s', '140', '-w', $file, $text) == 0 or die "espeak-ng failed\n";
+    system('espeak-ng', '-v', 'en-us', '-w', $file, $text) == 0 or die "espeak-ng failed\n";
     return $file;
 }
 
@@ -241,7 +243,8 @@ my $run = eval {
     my $other = api('POST', '/sessions', { source_lang => 'en', target_lang => 'es', title => "Rename me $tag" });
     my $doomed = api('POST', '/sessions', { source_lang => 'en', target_lang => 'es', title => "Delete me $tag" });
     push @seeded, $talk->{id}, $other->{id}, $doomed->{id};
-    my @said = ('where is the train station', 'the museum opens at nine', 'I would like a coffee please');
+    # phrases the demo pipeline's pocketsphinx hears word for word from espeak-ng (demo/pipeline/README.md)
+    my @said = ('we are going to the beach', 'hello world', 'I want a coffee please');
     my @mids;
     for my $i (0 .. $#said) {
         my ($mid) = pipeline_wav($talk->{id}, espeak_wav("$tmp/seed$i.wav", $said[$i]));
@@ -260,7 +263,11 @@ my $run = eval {
     my $stored = ogg_duration($msgs[0]{audio_url});
 
     # the fake microphone: a WAV the talk panel records from
-    my $mic = espeak_wav("$tmp/mic.wav", 'good morning, how much is a ticket to the city');
+    # (a second of silence first: the fake device starts when the page opens it, a little
+    # before the recorder listens; played once, then silence)
+    espeak_wav("$tmp/mic-speech.wav", 'see you tomorrow');
+    system('sox', "$tmp/mic-speech.wav", "$tmp/mic.wav", 'pad', '1', '0') == 0 or die "sox failed\n";
+    my $mic = "$tmp/mic.wav";
 
     # ------------------------------------------------ the browser
     $driver_pid = fork // die "fork: $!\n";
@@ -279,7 +286,7 @@ my $run = eval {
                 '--window-size=1280,900', '--lang=en-US', '--no-first-run',
                 '--autoplay-policy=no-user-gesture-required',
                 '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
-                "--use-file-for-fake-audio-capture=$mic",
+                "--use-file-for-fake-audio-capture=$mic%noloop",
                 "--user-data-dir=$tmp/profile",
             ],
         },
@@ -370,7 +377,7 @@ JS
     wait_js('search results', "document.querySelectorAll('#results [data-message-id]').length > 0 || /0 results/.test(document.getElementById('search-status')?.textContent || '')");
     my $hits = js("return [...document.querySelectorAll('#results [data-message-id]')].map(e => [e.dataset.messageId, e.querySelector('.score').textContent])");
     my ($hit) = grep { $_->[0] eq $mids[1] } @$hits;
-    ok($hit, "a semantic search for \"$word\" in the session finds the message", $hit ? "score $hit->[1], " . scalar(@$hits) . ' results' : scalar(@$hits) . ' results');
+    ok($hit, "a semantic search for \"$word\" in the session finds the message", ($hit ? "score $hit->[1], " : '') . count(scalar(@$hits), 'result', 'results'));
     shot('search');
     if ($hit) {
         click(qq{#results [data-message-id="$mids[1]"] a.open});
@@ -387,7 +394,7 @@ JS
     click('#search-form button[type=submit]');
     wait_js('keyword results', "/result/.test(document.getElementById('search-status')?.textContent || '') && !/Searching/.test(document.getElementById('search-status').textContent)");
     my $kw = js("return [...document.querySelectorAll('#results [data-message-id]')].map(e => e.dataset.messageId)");
-    ok((grep { $_ eq $mids[1] } @$kw), "a keyword search for \"$word\" from the form finds it too", scalar(@$kw) . ' results');
+    ok((grep { $_ eq $mids[1] } @$kw), "a keyword search for \"$word\" from the form finds it too", count(scalar(@$kw), 'result', 'results'));
 
     # 5. rename a session
     go("#/sessions/$other->{id}");
@@ -449,6 +456,20 @@ JS
     shot('talk');
     js("document.querySelector('#messages [data-message-id]:last-child').scrollIntoView({ block: 'end' })");
     shot('talk-message');
+    if (($m->{model_used} // '') =~ /pocketsphinx/) {
+        ok(($m->{source_text} // '') =~ /tomorrow/i, 'talk: the demo pipeline heard what the fake microphone said', "\"$m->{source_text}\"");
+    }
+    # and found again by search (hybrid: full text and, once embedded, the vector)
+    my ($said) = sort { length $b <=> length $a } grep { length > 3 } split /[^a-z]+/, lc($m->{source_text} // '');
+    if ($said) {
+        wait_until('the new message\'s embedding', 30, sub { my $x = message_of($talk->{id}, $m->{id}); $x && $x->{embedding_status} eq 'ready' });
+        go("#/search?q=$said&mode=hybrid");
+        wait_js('hybrid results', "/result/.test(document.getElementById('search-status')?.textContent || '') && !/Searching/.test(document.getElementById('search-status').textContent)");
+        my $found = js("return [...document.querySelectorAll('#results [data-message-id]')].map(e => e.dataset.messageId)");
+        ok((grep { $_ eq $m->{id} } @$found), "talk: the new message is found again by a hybrid search for \"$said\"", count(scalar(@$found), 'result', 'results'));
+        go("#/sessions/$talk->{id}?m=$m->{id}");
+        wait_js('the new message', "document.querySelector('#m-$m->{id}.target')");
+    }
 
     # 9. retention settings
     go('#/settings');
@@ -479,7 +500,7 @@ JS
     # 11. the browser's console: no errors but the 404 that step 7 asked for
     my $log = wd('POST', '/se/log', { type => 'browser' });
     my @bad = grep { $_->{level} eq 'SEVERE' && $_->{message} !~ /status of 404/ } @$log;
-    ok(!@bad, 'no errors in the browser console', @bad ? join(' | ', map { $_->{message} } @bad[0 .. ($#bad < 2 ? $#bad : 2)]) : scalar(@$log) . ' entries');
+    ok(!@bad, 'no errors in the browser console', @bad ? join(' | ', map { $_->{message} } @bad[0 .. ($#bad < 2 ? $#bad : 2)]) : count(scalar(@$log), 'entry', 'entries'));
     1;
 };
 if (!$run) {
