@@ -42,7 +42,7 @@ $o{base} =~ m{^http://(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?$}
     or die "--base must be a loopback http:// URL, not \"$o{base}\"\n";
 -x $o{chromium} or die "no $o{chromium} (apt-get install chromium: scripts/deps)\n";
 -x $o{driver}   or die "no $o{driver} (apt-get install chromium-driver: scripts/deps)\n";
-system('sh', '-c', 'command -v espeak-ng && command -v sox' . ' >/dev/null') == 0 or die "no espeak-ng or sox (scripts/deps)\n";
+system('sh', '-c', 'command -v espeak-ng >/dev/null && command -v sox >/dev/null') == 0 or die "no espeak-ng or sox (scripts/deps)\n";
 
 binmode STDOUT, ':encoding(UTF-8)';
 binmode STDERR, ':encoding(UTF-8)';
@@ -239,7 +239,7 @@ my $run = eval {
         unless $health->{success} && $health->{content} =~ /Chat history/;
 
     my $talk  = api('POST', '/sessions', { source_lang => 'en', target_lang => 'es', audio_enabled => JSON::PP::true,
-                                          title => "Trip to Madrid $tag" });
+                                          title => 'Trip to Madrid' });
     my $other = api('POST', '/sessions', { source_lang => 'en', target_lang => 'es', title => "Rename me $tag" });
     my $doomed = api('POST', '/sessions', { source_lang => 'en', target_lang => 'es', title => "Delete me $tag" });
     push @seeded, $talk->{id}, $other->{id}, $doomed->{id};
@@ -452,6 +452,10 @@ JS
         ok(abs($d - $rec) < 0.1 && $rec > 2.5, 'talk: the new message\'s stored audio is the recording and plays in the page',
            sprintf('duration %.3f s, stored %.3f s', $d, $rec));
     }
+    js("window.scrollTo(0, 0)");
+    wd('POST', '/window/rect', { width => 1100, height => 1400 });
+    shot('viewer');                   # the picture in README.md (docs/viewer.png), by hand
+    wd('POST', '/window/rect', { width => 1280, height => 900 });
     js("document.querySelector('.talk').scrollIntoView({ block: 'start' })");
     shot('talk');
     js("document.querySelector('#messages [data-message-id]:last-child').scrollIntoView({ block: 'end' })");
