@@ -403,6 +403,29 @@ JS
     click('#rename-form button');
     wait_js('the new title', "document.querySelector('h1').textContent === 'Renamed $tag'");
     ok(api('GET', "/sessions/$other->{id}")->{title} eq "Renamed $tag", 'rename: PATCH title, the API has the new title');
+    click('#audio-enabled');
+    wait_js('the audio switch', "document.getElementById('audio-enabled').checked && !document.getElementById('audio-enabled').disabled");
+    ok(api('GET', "/sessions/$other->{id}")->{audio_enabled}, 'the audio switch: PATCH audio_enabled');
+
+    # a file instead of the microphone, into that session (now with audio)
+    wd('POST', '/element/' . el('#talk-file') . '/value', { text => "$tmp/seed2.wav" });
+    wait_js('the picked file', "!document.getElementById('talk-send').disabled");
+    click('#talk-send');
+    wait_js('the message from the file', "document.querySelectorAll('#messages [data-message-id]').length === 1", 30);
+    my $fm = api('GET', "/sessions/$other->{id}/messages")->{data}[0];
+    ok($fm && $fm->{has_audio} && js("return !!document.querySelector('#messages audio')"),
+       'talk: a picked WAV file goes through the pipeline too, and is a message with audio', '"' . ($fm->{source_text} // '') . '"');
+
+    # a new session from the form on the list
+    go('#/sessions');
+    wait_js('the new-session form', "document.getElementById('new-session')");
+    type_into('#new-session input[name=title]', "Created $tag");
+    click('#new-session button[type=submit]');
+    wait_js('the created session', "/^#\\/sessions\\/[0-9a-f-]{36}\$/.test(location.hash) && document.querySelector('h1').textContent === 'Created $tag'");
+    my ($created) = js("return location.hash") =~ m{([0-9a-f-]{36})};
+    push @seeded, $created;
+    my $cs = api('GET', "/sessions/$created");
+    ok($cs->{source_lang} eq 'en' && $cs->{target_lang} eq 'es' && $cs->{audio_enabled}, 'a session created from the form (en to es, audio on) opens');
 
     # 6. delete one, through the confirmation
     go("#/sessions/$doomed->{id}");
