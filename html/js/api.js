@@ -42,6 +42,16 @@ async function failure(res) {
   return new ApiError(res.status, code, message);
 }
 
+// fetch() that waits out one 429 (the gateway's limit_req) for its Retry-After, at most 5 s.
+async function fetchRetrying(url, init) {
+  for (let attempt = 0; ; attempt++) {
+    const res = await fetch(url, init);
+    if (res.status !== 429 || attempt > 0) return res;
+    const wait = Math.min(5, Math.max(1, Number(res.headers.get('Retry-After')) || 1));
+    await new Promise((r) => setTimeout(r, wait * 1000));
+  }
+}
+
 export async function request(method, path, body, { signal } = {}) {
   const headers = { ...authHeaders() };
   const init = { method, headers, signal };
@@ -51,7 +61,7 @@ export async function request(method, path, body, { signal } = {}) {
   }
   let res;
   try {
-    res = await fetch(conn.prefix + path, init);
+    res = await fetchRetrying(conn.prefix + path, init);
   } catch (e) {
     if (e.name === 'AbortError') throw e;
     throw new ApiError(0, 'network', `the server did not answer (${e.message})`);
@@ -85,9 +95,15 @@ export const api = {
 // A message's audio_url is a path on the prefix it was read from. On /api the <audio>
 // element streams it (Range requests, seeking). A media element cannot send an
 // Authorization header, so on /v1 the file is fetched with the key and played from a Blob.
+export const audioNeedsFetch = () => conn.prefix === '/v1';
 export async function audioSource(audioUrl) {
   if (conn.prefix !== '/v1') return { src: audioUrl, revoke() {} };
-  const res = await fetch(audioUrl, { headers: authHeaders() });
+  let res;
+  try {
+    res = await fetchRetrying(audioUrl, { headers: authHeaders() });
+  } catch (e) {
+    throw new ApiError(0, 'network', `the audio did not come (${e.message})`);
+  }
   if (!res.ok) throw await failure(res);
   const src = URL.createObjectURL(await res.blob());
   return { src, revoke() { URL.revokeObjectURL(src); } };

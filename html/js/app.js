@@ -1,7 +1,7 @@
 // The history viewer: sessions, messages with their audio, search, retention, and a talk
 // panel that records into the open session through the pipeline. Hash routes:
 //   #/sessions   #/sessions/{id}?m={message id}   #/search?q=…   #/settings
-import { api, conn, request, audioSource, sendToPipeline } from './api.js';
+import { api, conn, request, audioSource, audioNeedsFetch, sendToPipeline } from './api.js';
 import { h, append, replace, when, clock, ms, plural, highlight, busy, errorBox, langs } from './ui.js';
 import { Recorder } from './wav.js';
 
@@ -16,6 +16,8 @@ function notice(message, kind = 'error') {
   noticeBox.className = 'notice ' + kind;
   noticeBox.setAttribute('role', kind === 'error' ? 'alert' : 'status');
   noticeBox.hidden = false;
+  clearTimeout(notice.timer);
+  if (kind === 'ok') notice.timer = setTimeout(() => { noticeBox.hidden = true; }, 5000);
 }
 document.getElementById('notice-close').addEventListener('click', () => { noticeBox.hidden = true; });
 window.addEventListener('unhandledrejection', (e) => notice(e.reason?.message || String(e.reason)));
@@ -294,10 +296,21 @@ function player(m) {
   audio.addEventListener('error', () => {
     if (!wrap.querySelector('.error')) wrap.append(h('p', { class: 'error' }, 'The audio could not be played.'));
   });
-  audioSource(m.audio_url).then((src) => {
+  const load = () => audioSource(m.audio_url).then((src) => {
     audio.src = src.src;
     cleanups.push(() => src.revoke());
   }, (err) => wrap.append(errorBox(err)));
+  if (!audioNeedsFetch()) {
+    load();
+  } else {
+    // on /v1 each file is a request against the organization's rate limit: only those
+    // that come into view are fetched
+    const seen = new IntersectionObserver((entries) => {
+      if (entries.some((e) => e.isIntersecting)) { seen.disconnect(); load(); }
+    }, { rootMargin: '200px' });
+    seen.observe(wrap);
+    cleanups.push(() => seen.disconnect());
+  }
   return wrap;
 }
 
