@@ -7,6 +7,8 @@ import { Recorder } from './wav.js';
 
 const main = document.getElementById('main');
 let cleanups = [];           // what the current view must undo when it is left
+let generation = 0;          // which route is current: a slower earlier one must not draw
+const stale = (gen) => gen !== generation;
 
 // ---------------------------------------------------------------- notices and dialogs
 
@@ -71,6 +73,7 @@ async function route() {
   for (const f of cleanups) f();
   cleanups = [];
   noticeBox.hidden = true;
+  const gen = ++generation;
   const { parts, params } = parseHash();
   const view = parts[0] || 'sessions';
   for (const a of document.querySelectorAll('[data-nav]')) {
@@ -78,13 +81,13 @@ async function route() {
   }
   replace(main);
   try {
-    if (view === 'sessions' && parts[1]) await sessionView(parts[1], params);
-    else if (view === 'sessions') await sessionsView();
-    else if (view === 'search') await searchView(params);
-    else if (view === 'settings') await settingsView();
+    if (view === 'sessions' && parts[1]) await sessionView(parts[1], params, gen);
+    else if (view === 'sessions') await sessionsView(gen);
+    else if (view === 'search') await searchView(params, gen);
+    else if (view === 'settings') await settingsView(gen);
     else replace(main, h('h1', {}, 'Not found'), h('p', {}, 'No such page. ', h('a', { href: '#/sessions' }, 'Sessions')));
   } catch (err) {
-    append(main, errorBox(err));
+    if (!stale(gen)) append(main, errorBox(err));
   }
 }
 window.addEventListener('hashchange', route);
@@ -96,7 +99,7 @@ function title(text) {
 
 // ---------------------------------------------------------------- sessions
 
-async function sessionsView() {
+async function sessionsView(gen) {
   const list = h('ul', { class: 'sessions', id: 'session-list' });
   const more = h('button', { type: 'button', class: 'secondary', id: 'sessions-more', hidden: true }, 'More sessions');
   const status = h('p', { class: 'muted', role: 'status' });
@@ -104,6 +107,7 @@ async function sessionsView() {
   let cursor = null;
   const load = async () => {
     const page = await api.listSessions(cursor);
+    if (stale(gen)) return;
     if (!page.data.length && !list.children.length) status.textContent = 'No sessions yet: create one above, then talk to it.';
     for (const s of page.data) list.append(sessionCard(s));
     cursor = page.next_cursor;
@@ -170,8 +174,9 @@ function field(label, input) {
 
 // ---------------------------------------------------------------- one session
 
-async function sessionView(sid, params) {
+async function sessionView(sid, params, gen) {
   const s = await api.getSession(sid);
+  if (stale(gen)) return;
   const heading = title(s.title || 'Untitled session');
   const count = h('span', { class: 'count' }, plural(s.message_count, 'message', 'messages'));
   const messages = h('ol', { class: 'messages', id: 'messages' });
@@ -246,6 +251,7 @@ async function sessionView(sid, params) {
 
   const load = async () => {
     const page = await api.listMessages(sid, state.cursor);
+    if (stale(gen)) return;
     for (const m of page.data) addMessage(m);
     state.cursor = page.next_cursor;
     state.done = !state.cursor;
@@ -253,12 +259,14 @@ async function sessionView(sid, params) {
   };
   more.addEventListener('click', () => busy(more, () => load().catch((e) => notice(e.message))));
   await load();
+  if (stale(gen)) return;
   empty.hidden = state.seen.size > 0;
 
   // ?m=: a search result's message, scrolled to and highlighted (pages are loaded up to it)
   const target = params.get('m');
   if (target) {
-    for (let i = 0; i < 40 && !state.seen.has(target) && !state.done; i++) await load();
+    for (let i = 0; i < 40 && !state.seen.has(target) && !state.done && !stale(gen); i++) await load();
+    if (stale(gen)) return;
     const li = document.getElementById('m-' + target);
     if (li) {
       li.classList.add('target');
@@ -458,7 +466,7 @@ function sniff(b) {
 
 // ---------------------------------------------------------------- search
 
-async function searchView(params) {
+async function searchView(params, gen) {
   const form = h('form', { class: 'search', id: 'search-form', role: 'search' },
     h('div', { class: 'row grow' },
       h('label', { for: 'q', class: 'sr-only' }, 'Search for'),
@@ -515,6 +523,7 @@ async function searchView(params) {
   status.textContent = 'Searching…';
   const t0 = performance.now();
   const res = await api.search(body);
+  if (stale(gen)) return;
   status.textContent = `${plural(res.data.length, 'result', 'results')} (${body.mode}, ${Math.round(performance.now() - t0)} ms)`;
   for (const hit of res.data) results.append(resultItem(hit, q));
   if (!res.data.length && body.mode === 'semantic') {
@@ -537,8 +546,9 @@ function resultItem({ message: m, session: s, score }, q) {
 
 // ---------------------------------------------------------------- settings
 
-async function settingsView() {
+async function settingsView(gen) {
   const r = await api.getRetention();
+  if (stale(gen)) return;
   const days = h('input', { type: 'number', id: 'retention-days', name: 'days', min: 1, max: 3650, step: 1, value: r.retention_days ?? '', disabled: r.retention_days === null });
   const forever = h('input', { type: 'checkbox', id: 'retention-forever', checked: r.retention_days === null });
   const existing = h('input', { type: 'checkbox', id: 'retention-existing' });
