@@ -325,6 +325,7 @@ my $run = eval {
     ok(defined $pos{$doomed->{id}} && $pos{$doomed->{id}} < $pos{$other->{id}} && $pos{$other->{id}} < $pos{$talk->{id}},
        'the sessions list shows the seeded sessions newest first, with "3 messages"',
        scalar(@$order) . ' sessions listed after "More"');
+    js("document.querySelector('[data-session-id=\"' + arguments[0] + '\"]').scrollIntoView({ block: 'center' })", $other->{id});
     shot('sessions');
 
     # 2. open one: the messages in conversation order, transcript beside translation
