@@ -490,15 +490,13 @@ async function searchView(params, gen) {
   // the session filter lists the newest sessions (and the one asked for)
   const sel = form.session;
   const want = params.get('session') || '';
+  const asked = want ? sel.appendChild(h('option', { value: want, selected: true }, 'this session')) : null;
   api.listSessions(null, 100).then((page) => {
-    const ids = new Set();
     for (const s of page.data) {
-      ids.add(s.id);
+      if (s.id === want) asked.remove();
       sel.append(h('option', { value: s.id, selected: s.id === want }, `${s.title || 'Untitled'} (${s.source_lang} → ${s.target_lang}, ${s.created_at.slice(0, 10)})`));
     }
-    if (want && !ids.has(want)) sel.append(h('option', { value: want, selected: true }, want));
-  }, () => { if (want) sel.append(h('option', { value: want, selected: true }, want)); });
-  if (want) sel.append(h('option', { value: want, selected: true }, 'this session'));
+  }, () => { /* the asked-for session stays, by its id */ });
 
   form.addEventListener('submit', (e) => {
     e.preventDefault();
