@@ -167,8 +167,7 @@ function newSessionForm() {
 }
 
 function field(label, input) {
-  const id = 'f-' + Math.random().toString(36).slice(2, 9);
-  input.id = id;
+  const id = input.id || (input.id = 'f-' + Math.random().toString(36).slice(2, 9));
   return h('div', { class: 'field' }, h('label', { for: id }, label), input);
 }
 

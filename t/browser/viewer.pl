@@ -55,7 +55,8 @@ make_path($o{out});
 unlink glob "$o{out}/*.png";          # this run's screenshots only
 
 my ($n, $failed) = (0, 0);
-sub ok {
+# (the prototype puts the condition in scalar context: a failed match is false, not gone)
+sub ok($$;$) {
     my ($cond, $what, $detail) = @_;
     $n++;
     printf "%s %d - %s%s\n", $cond ? 'ok' : 'not ok', $n, $what, defined $detail ? " ($detail)" : '';
@@ -378,6 +379,7 @@ JS
     wait_js('search results', "document.querySelectorAll('#results [data-message-id]').length > 0 || /0 results/.test(document.getElementById('search-status')?.textContent || '')");
     my $hits = js("return [...document.querySelectorAll('#results [data-message-id]')].map(e => [e.dataset.messageId, e.querySelector('.score').textContent])");
     my ($hit) = grep { $_->[0] eq $mids[1] } @$hits;
+    eval { wait_js('the session filter', "document.querySelector('#search-session option[value=\"$talk->{id}\"]')", 5) };
     my $filter = js("const o = document.querySelectorAll('#search-session option[value=\"' + arguments[0] + '\"]'); return o.length + ' ' + (o[0] && o[0].selected) + ' ' + (o[0] && o[0].textContent)", $talk->{id});
     ok($filter =~ /^1 true Trip to Madrid/, 'the session filter names the session, once', $filter);
     ok($hit, "a semantic search for \"$word\" in the session finds the message", ($hit ? "score $hit->[1], " : '') . count(scalar(@$hits), 'result', 'results'));
