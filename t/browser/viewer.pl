@@ -401,6 +401,15 @@ JS
     my $kw = js("return [...document.querySelectorAll('#results [data-message-id]')].map(e => e.dataset.messageId)");
     ok((grep { $_ eq $mids[1] } @$kw), "a keyword search for \"$word\" from the form finds it too", count(scalar(@$kw), 'result', 'results'));
 
+    # the filters: language pair and dates (a "to" date takes its whole day), and one that excludes
+    my $day = substr($msgs[1]{created_at}, 0, 10);
+    go("#/search?q=$word&mode=keyword&source_lang=en&target_lang=es&from=$day&to=$day");
+    wait_js('filtered results', "/result/.test(document.getElementById('search-status')?.textContent || '') && !/Searching/.test(document.getElementById('search-status').textContent)");
+    my $in = js("return [...document.querySelectorAll('#results [data-message-id]')].map(e => e.dataset.messageId)");
+    go("#/search?q=$word&mode=keyword&source_lang=en&target_lang=fr&from=$day&to=$day");
+    wait_js('no results', "/^0 results/.test(document.getElementById('search-status')?.textContent || '')");
+    ok((grep { $_ eq $mids[1] } @$in), "the filters: en to es from $day to $day finds it, en to fr finds nothing", count(scalar(@$in), 'result', 'results'));
+
     # 5. rename a session
     go("#/sessions/$other->{id}");
     wait_js('the session to rename', "document.querySelector('#rename-form')");
