@@ -79,6 +79,7 @@ my $template = read_file("conf/nginx.conf");
 my %values = (PREFIX => $root, MODULE_PATH => $module, HTTP_PORT => 8080,
               DATABASE_URL => $ENV{TEST_NGINX_DATABASE_URL} // 'postgresql://x@127.0.0.1/x',
               AUDIO_PATH => "$root/audio", PIPELINE_PORT => 8090,
+              HTML_ROOT => "$ENV{PWD}/html",
               EMBEDDING_PROVIDER => 'hash', EMBEDDING_MODEL => 'hash-v1',
               EMBEDDING_ENDPOINT => 'http://127.0.0.1:11434/api/embed',
               EMBEDDING_AUTHORIZATION => '');
