@@ -418,7 +418,7 @@ ngx_http_chathistory_init_process(ngx_cycle_t *cycle)
 
 #if (NGX_THREADS)
     if (cmcf->capture_used
-        && ngx_http_chathistory_spool_init(cycle, cmcf) != NGX_OK)
+        && ngx_http_chathistory_record_init(cycle, cmcf) != NGX_OK)
     {
         return NGX_ERROR;
     }

@@ -6,7 +6,7 @@
  */
 
 
-#include "ngx_http_chathistory_record.h"
+#include "ngx_http_chathistory_audio.h"
 #include "chathistory_audio.h"
 
 
@@ -66,7 +66,7 @@ ngx_http_chathistory_audio_store(ngx_http_chathistory_record_t *rec)
     task = ngx_thread_task_alloc(rec->pool,
                                  sizeof(ngx_http_chathistory_audio_task_t));
     if (task == NULL) {
-        ngx_http_chathistory_record_store(rec);
+        rec->report(rec, CH_RECORD_ENCODED);
         return;
     }
 
@@ -97,7 +97,7 @@ ngx_http_chathistory_audio_store(ngx_http_chathistory_record_t *rec)
     if (t->dir == NULL || t->path == NULL || t->tmp == NULL
         || ngx_thread_task_post(rec->conf->thread_pool, task) != NGX_OK)
     {
-        ngx_http_chathistory_record_store(rec);
+        rec->report(rec, CH_RECORD_ENCODED);
         return;
     }
 
@@ -277,7 +277,7 @@ ngx_http_chathistory_audio_done(ngx_event_t *ev)
                       "chathistory: message %s recorded without audio: %s",
                       rec->id.text, t->err);
         ngx_http_chathistory_count(CH_STAT_AUDIO_SKIPPED);
-        ngx_http_chathistory_record_store(rec);
+        rec->report(rec, CH_RECORD_ENCODED);
         return;
     }
 
@@ -300,7 +300,7 @@ ngx_http_chathistory_audio_done(ngx_event_t *ev)
 
     ngx_http_chathistory_count(CH_STAT_AUDIO_STORED);
 
-    ngx_http_chathistory_record_store(rec);
+    rec->report(rec, CH_RECORD_ENCODED);
 }
 
 

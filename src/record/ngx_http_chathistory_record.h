@@ -24,10 +24,29 @@
 
 typedef struct ngx_http_chathistory_record_s  ngx_http_chathistory_record_t;
 
+
+/* what a service of the record's life reports of it, once */
+typedef enum {
+    CH_RECORD_ENCODED = 0,   /* its audio is stored, or was skipped */
+    CH_RECORD_REPLAYED,      /* read back from the spool */
+    CH_RECORD_STORED,        /* in the database */
+    CH_RECORD_ALONE,         /* its batch failed: to be written alone */
+    CH_RECORD_GONE,          /* its session does not exist (in its scope) */
+    CH_RECORD_AWAY           /* the database is away or far behind */
+} ngx_http_chathistory_record_outcome_e;
+
+
+typedef void (*ngx_http_chathistory_record_report_pt)(
+    ngx_http_chathistory_record_t *rec,
+    ngx_http_chathistory_record_outcome_e outcome);
+
 struct ngx_http_chathistory_record_s {
     ngx_pool_t                         *pool;
     ngx_log_t                          *log;
     ngx_http_chathistory_main_conf_t   *conf;
+
+    /* where a service reports what became of it: the record's owner */
+    ngx_http_chathistory_record_report_pt  report;
 
     ngx_http_chathistory_uuid_t         id;
     ngx_http_chathistory_uuid_t         session_id;
@@ -68,6 +87,7 @@ struct ngx_http_chathistory_record_s {
 #define CH_REC_ORG           10
 
 
+/* the record as data (ngx_http_chathistory_record_data.c) */
 ngx_http_chathistory_record_t *ngx_http_chathistory_record_create(
     ngx_http_chathistory_main_conf_t *cmcf);
 ngx_int_t ngx_http_chathistory_record_fields(
@@ -75,26 +95,13 @@ ngx_int_t ngx_http_chathistory_record_fields(
 ngx_int_t ngx_http_chathistory_record_audio_fields(
     ngx_http_chathistory_record_t *rec, cJSON *json);
 cJSON *ngx_http_chathistory_record_json(ngx_http_chathistory_record_t *rec);
-void ngx_http_chathistory_record_start(ngx_http_chathistory_record_t *rec);
-void ngx_http_chathistory_record_store(ngx_http_chathistory_record_t *rec);
-void ngx_http_chathistory_record_store_one(ngx_http_chathistory_record_t *rec);
-void ngx_http_chathistory_record_exit(void);
-void ngx_http_chathistory_record_missing(ngx_http_chathistory_record_t *rec);
 void ngx_http_chathistory_record_free(ngx_http_chathistory_record_t *rec);
 
-/* the audio file, encoded in the thread pool */
-void ngx_http_chathistory_audio_store(ngx_http_chathistory_record_t *rec);
-void ngx_http_chathistory_audio_discard(ngx_http_chathistory_record_t *rec);
-
-/* the spool, replayed by every worker process */
-ngx_int_t ngx_http_chathistory_spool_init(ngx_cycle_t *cycle,
+/* its life (ngx_http_chathistory_record.c) */
+ngx_int_t ngx_http_chathistory_record_init(ngx_cycle_t *cycle,
     ngx_http_chathistory_main_conf_t *cmcf);
-void ngx_http_chathistory_spool_write(ngx_http_chathistory_record_t *rec);
-void ngx_http_chathistory_spool_exit(void);
-void ngx_http_chathistory_spool_move(ngx_http_chathistory_record_t *rec,
-    const char *from, const char *to);
-void ngx_http_chathistory_spool_done(ngx_http_chathistory_record_t *rec,
-    ngx_uint_t stored);
+void ngx_http_chathistory_record_start(ngx_http_chathistory_record_t *rec);
+void ngx_http_chathistory_record_exit(void);
 
 
 #endif /* _NGX_HTTP_CHATHISTORY_RECORD_H_INCLUDED_ */

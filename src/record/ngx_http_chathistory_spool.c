@@ -10,7 +10,7 @@
 #include <dirent.h>
 #include <sys/time.h>
 
-#include "ngx_http_chathistory_record.h"
+#include "ngx_http_chathistory_spool.h"
 
 
 #define CH_SPOOL_BATCH       32
@@ -80,25 +80,33 @@ static char *ngx_http_chathistory_spool_path(ngx_pool_t *pool,
     ngx_str_t *dir, const char *name, const char *suffix);
 
 
-static ngx_http_chathistory_main_conf_t  *ngx_http_chathistory_spool_conf;
-static ngx_event_t                        ngx_http_chathistory_spool_event;
-static ngx_thread_task_t                 *ngx_http_chathistory_spool_task;
-static ngx_uint_t                         ngx_http_chathistory_spool_busy;
+/* what a worker process knows of the spool, and does with it */
+typedef struct {
+    ngx_http_chathistory_main_conf_t      *conf;
+    ngx_http_chathistory_record_report_pt  replayed;  /* to the owner */
+    ngx_event_t                            event;     /* a look a second */
+    ngx_thread_task_t                     *task;
+    ngx_uint_t                             busy;
 
-/*
- * Messages in the spool as this process knows it: all of them at the last
- * look (once a second), and its own since. Other processes' latest are
- * not counted until the next look: the bound may be passed by what they
- * spool in that second, never by more.
- */
-static ngx_uint_t                         ngx_http_chathistory_spool_known;
+    /*
+     * Messages in the spool as this process knows it: all of them at the
+     * last look (once a second), and its own since. Other processes'
+     * latest are not counted until the next look: the bound may be passed
+     * by what they spool in that second, never by more.
+     */
+    ngx_uint_t                             known;
 
-/* the process is leaving: its thread pool is gone, files are written here */
-static ngx_uint_t                         ngx_http_chathistory_spool_inline;
+    /* the process is leaving: its thread pool is gone, files are written
+     * here */
+    ngx_uint_t                             inline_io;
 
-/* messages spooled and not yet in a "spooled" line at warn; its timer */
-static ngx_uint_t                         ngx_http_chathistory_spool_unreported;
-static ngx_event_t                        ngx_http_chathistory_spool_report_event;
+    /* messages spooled and not yet in a "spooled" line at warn; its timer */
+    ngx_uint_t                             unreported;
+    ngx_event_t                            report_event;
+} ngx_http_chathistory_spool_t;
+
+
+static ngx_http_chathistory_spool_t  ngx_http_chathistory_spool;
 
 
 /* Keep a record the database could not take, or give a claim back. */
@@ -119,7 +127,7 @@ ngx_http_chathistory_spool_write(ngx_http_chathistory_record_t *rec)
         return;
     }
 
-    if (ngx_http_chathistory_spool_known >= cmcf->spool_max) {
+    if (ngx_http_chathistory_spool.known >= cmcf->spool_max) {
         ngx_log_error(NGX_LOG_CRIT, rec->log, 0,
                       "chathistory: message %s lost: the spool \"%V\" holds "
                       "its maximum of %ui messages", rec->id.text,
@@ -155,7 +163,7 @@ ngx_http_chathistory_spool_write(ngx_http_chathistory_record_t *rec)
     if (ngx_http_chathistory_spool_task_run(cmcf->thread_pool, task)
         == NGX_OK)
     {
-        ngx_http_chathistory_spool_known++;
+        ngx_http_chathistory_spool.known++;
         return;
     }
 
@@ -288,17 +296,17 @@ ngx_http_chathistory_spool_spooled(ngx_http_chathistory_record_t *rec)
                   "back", rec->id.text);
     ngx_http_chathistory_count(CH_STAT_MESSAGE_SPOOLED);
 
-    if (ngx_http_chathistory_spool_unreported++ > 0
-        && !ngx_http_chathistory_spool_inline)
+    if (ngx_http_chathistory_spool.unreported++ > 0
+        && !ngx_http_chathistory_spool.inline_io)
     {
         return;
     }
 
-    ev = &ngx_http_chathistory_spool_report_event;
+    ev = &ngx_http_chathistory_spool.report_event;
     ngx_http_chathistory_timer_init(ev, ngx_http_chathistory_spool_report,
                                     rec->log, 1);
 
-    if (ngx_http_chathistory_spool_inline) {
+    if (ngx_http_chathistory_spool.inline_io) {
         /* the process is leaving: no timer will go off */
         ngx_http_chathistory_spool_report(ev);
         return;
@@ -313,8 +321,8 @@ ngx_http_chathistory_spool_report(ngx_event_t *ev)
 {
     ngx_uint_t  n;
 
-    n = ngx_http_chathistory_spool_unreported;
-    ngx_http_chathistory_spool_unreported = 0;
+    n = ngx_http_chathistory_spool.unreported;
+    ngx_http_chathistory_spool.unreported = 0;
 
     ngx_log_error(NGX_LOG_WARN, ev->log, 0,
                   "chathistory: %ui message%s spooled until the database is "
@@ -388,7 +396,7 @@ static ngx_int_t
 ngx_http_chathistory_spool_task_run(ngx_thread_pool_t *tp,
     ngx_thread_task_t *task)
 {
-    if (!ngx_http_chathistory_spool_inline) {
+    if (!ngx_http_chathistory_spool.inline_io) {
         return ngx_thread_task_post(tp, task);
     }
 
@@ -406,7 +414,7 @@ ngx_http_chathistory_spool_task_run(ngx_thread_pool_t *tp,
 void
 ngx_http_chathistory_spool_exit(void)
 {
-    ngx_http_chathistory_spool_inline = 1;
+    ngx_http_chathistory_spool.inline_io = 1;
 }
 
 
@@ -439,32 +447,34 @@ ngx_http_chathistory_spool_moved(ngx_event_t *ev)
 /* Every worker process looks at the spool once a second. */
 ngx_int_t
 ngx_http_chathistory_spool_init(ngx_cycle_t *cycle,
-    ngx_http_chathistory_main_conf_t *cmcf)
+    ngx_http_chathistory_main_conf_t *cmcf,
+    ngx_http_chathistory_record_report_pt replayed)
 {
     ngx_http_chathistory_spool_scan_t  *scan;
 
-    ngx_http_chathistory_spool_task = ngx_thread_task_alloc(cycle->pool,
+    ngx_http_chathistory_spool.task = ngx_thread_task_alloc(cycle->pool,
                                  sizeof(ngx_http_chathistory_spool_scan_t));
-    if (ngx_http_chathistory_spool_task == NULL) {
+    if (ngx_http_chathistory_spool.task == NULL) {
         return NGX_ERROR;
     }
 
-    scan = ngx_http_chathistory_spool_task->ctx;
+    scan = ngx_http_chathistory_spool.task->ctx;
     scan->dir = (char *) cmcf->spool_path.data;
 
-    ngx_http_chathistory_spool_task->handler =
+    ngx_http_chathistory_spool.task->handler =
                                         ngx_http_chathistory_spool_scan_thread;
-    ngx_http_chathistory_spool_task->event.handler =
+    ngx_http_chathistory_spool.task->event.handler =
                                         ngx_http_chathistory_spool_scanned;
-    ngx_http_chathistory_spool_task->event.data = scan;
+    ngx_http_chathistory_spool.task->event.data = scan;
 
-    ngx_http_chathistory_spool_conf = cmcf;
+    ngx_http_chathistory_spool.conf = cmcf;
+    ngx_http_chathistory_spool.replayed = replayed;
 
-    ngx_http_chathistory_timer_init(&ngx_http_chathistory_spool_event,
+    ngx_http_chathistory_timer_init(&ngx_http_chathistory_spool.event,
                                     ngx_http_chathistory_spool_timer,
                                     cycle->log, 1);
 
-    ngx_add_timer(&ngx_http_chathistory_spool_event, CH_SPOOL_INTERVAL);
+    ngx_add_timer(&ngx_http_chathistory_spool.event, CH_SPOOL_INTERVAL);
 
     return NGX_OK;
 }
@@ -481,19 +491,19 @@ ngx_http_chathistory_spool_timer(ngx_event_t *ev)
 
     ngx_add_timer(ev, CH_SPOOL_INTERVAL);
 
-    if (ngx_http_chathistory_spool_busy) {
+    if (ngx_http_chathistory_spool.busy) {
         return;
     }
 
-    scan = ngx_http_chathistory_spool_task->ctx;
+    scan = ngx_http_chathistory_spool.task->ctx;
     scan->pid = ngx_pid;
     scan->n = 0;
 
-    if (ngx_thread_task_post(ngx_http_chathistory_spool_conf->thread_pool,
-                             ngx_http_chathistory_spool_task)
+    if (ngx_thread_task_post(ngx_http_chathistory_spool.conf->thread_pool,
+                             ngx_http_chathistory_spool.task)
         == NGX_OK)
     {
-        ngx_http_chathistory_spool_busy = 1;
+        ngx_http_chathistory_spool.busy = 1;
     }
 }
 
@@ -629,9 +639,9 @@ ngx_http_chathistory_spool_scanned(ngx_event_t *ev)
 
     ngx_uint_t  i;
 
-    ngx_http_chathistory_spool_busy = 0;
+    ngx_http_chathistory_spool.busy = 0;
 
-    ngx_http_chathistory_spool_known = scan->total;
+    ngx_http_chathistory_spool.known = scan->total;
     ngx_http_chathistory_count_spool(scan->total);
 
     for (i = 0; i < scan->n; i++) {
@@ -643,10 +653,10 @@ ngx_http_chathistory_spool_scanned(ngx_event_t *ev)
     /* a full batch means more are waiting: look again soon, not in a
      * second */
     if (scan->n == CH_SPOOL_BATCH
-        && ngx_http_chathistory_spool_event.timer_set)
+        && ngx_http_chathistory_spool.event.timer_set)
     {
-        ngx_del_timer(&ngx_http_chathistory_spool_event);
-        ngx_add_timer(&ngx_http_chathistory_spool_event, 10);
+        ngx_del_timer(&ngx_http_chathistory_spool.event);
+        ngx_add_timer(&ngx_http_chathistory_spool.event, 10);
     }
 
     scan->n = 0;
@@ -661,7 +671,7 @@ ngx_http_chathistory_spool_replay(ngx_http_chathistory_spool_scan_t *scan,
     cJSON                          *json, *id, *session, *org;
     ngx_http_chathistory_record_t  *rec;
 
-    rec = ngx_http_chathistory_record_create(ngx_http_chathistory_spool_conf);
+    rec = ngx_http_chathistory_record_create(ngx_http_chathistory_spool.conf);
     if (rec == NULL) {
         return;
     }
@@ -714,7 +724,7 @@ ngx_http_chathistory_spool_replay(ngx_http_chathistory_spool_scan_t *scan,
                   "chathistory: replaying spooled message %s", rec->id.text);
     ngx_http_chathistory_count(CH_STAT_MESSAGE_REPLAYED);
 
-    ngx_http_chathistory_record_store(rec);
+    ngx_http_chathistory_spool.replayed(rec, CH_RECORD_REPLAYED);
 }
 
 

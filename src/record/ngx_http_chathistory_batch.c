@@ -9,7 +9,7 @@
  */
 
 
-#include "ngx_http_chathistory_record.h"
+#include "ngx_http_chathistory_batch.h"
 #include "ngx_http_chathistory_pg.h"
 #include "ngx_http_chathistory_statements.h"
 
@@ -49,32 +49,39 @@ static void ngx_http_chathistory_batch_fail(ngx_http_chathistory_batch_t *b,
 static void ngx_http_chathistory_batch_spool_pending(void);
 
 
-static ngx_http_chathistory_record_t
-    *ngx_http_chathistory_pending[CH_BATCH_MAX];
-static ngx_uint_t        ngx_http_chathistory_npending;
-static ngx_http_chathistory_batch_t  *ngx_http_chathistory_flushing;
-static ngx_event_t       ngx_http_chathistory_flush_event;
+/* a worker process's records waiting for their batch, and the batch out */
+typedef struct {
+    ngx_http_chathistory_record_t  *pending[CH_BATCH_MAX];
+    ngx_uint_t                      npending;
+    ngx_http_chathistory_batch_t   *flushing;
+    ngx_event_t                     flush_event;
+} ngx_http_chathistory_batches_t;
+
+
+static ngx_http_chathistory_batches_t  ngx_http_chathistory_batches;
 
 
 void
-ngx_http_chathistory_record_store(ngx_http_chathistory_record_t *rec)
+ngx_http_chathistory_batch_add(ngx_http_chathistory_record_t *rec)
 {
-    if (ngx_http_chathistory_npending == CH_BATCH_MAX) {
+    ngx_http_chathistory_batches_t  *bs;
+
+    bs = &ngx_http_chathistory_batches;
+
+    if (bs->npending == CH_BATCH_MAX) {
         /* the database is far behind: the spool keeps it durably */
-        ngx_http_chathistory_spool_write(rec);
+        rec->report(rec, CH_RECORD_AWAY);
         return;
     }
 
-    ngx_http_chathistory_pending[ngx_http_chathistory_npending++] = rec;
+    bs->pending[bs->npending++] = rec;
 
-    if (ngx_http_chathistory_npending == 1) {
+    if (bs->npending == 1) {
         ngx_http_chathistory_batch_schedule(rec->conf, rec->log);
 
-    } else if (ngx_http_chathistory_npending == CH_BATCH_MAX
-               && !ngx_http_chathistory_flushing)
-    {
+    } else if (bs->npending == CH_BATCH_MAX && !bs->flushing) {
         /* a full batch waits for nothing more */
-        ngx_http_chathistory_batch_flush(&ngx_http_chathistory_flush_event);
+        ngx_http_chathistory_batch_flush(&bs->flush_event);
     }
 }
 
@@ -89,7 +96,7 @@ ngx_http_chathistory_batch_schedule(ngx_http_chathistory_main_conf_t *cmcf,
 {
     ngx_event_t  *ev;
 
-    ev = &ngx_http_chathistory_flush_event;
+    ev = &ngx_http_chathistory_batches.flush_event;
 
     if (ev->timer_set || ev->posted) {
         return;
@@ -114,7 +121,9 @@ ngx_http_chathistory_batch_flush(ngx_event_t *ev)
     ngx_pool_t                    *pool;
     ngx_http_chathistory_batch_t  *b;
 
-    if (ngx_http_chathistory_flushing || ngx_http_chathistory_npending == 0) {
+    if (ngx_http_chathistory_batches.flushing
+        || ngx_http_chathistory_batches.npending == 0)
+    {
         /* when the batch in flight is written, its answer sends these */
         return;
     }
@@ -143,14 +152,14 @@ ngx_http_chathistory_batch_flush(ngx_event_t *ev)
     b->pool = pool;
     b->log = ev->log;
     b->n = ngx_http_chathistory_batch_take();
-    ngx_memcpy(b->recs, ngx_http_chathistory_pending,
+    ngx_memcpy(b->recs, ngx_http_chathistory_batches.pending,
                b->n * sizeof(ngx_http_chathistory_record_t *));
 
     /* the rest goes when this batch is answered */
-    ngx_http_chathistory_npending -= b->n;
-    ngx_memmove(ngx_http_chathistory_pending,
-                ngx_http_chathistory_pending + b->n,
-                ngx_http_chathistory_npending
+    ngx_http_chathistory_batches.npending -= b->n;
+    ngx_memmove(ngx_http_chathistory_batches.pending,
+                ngx_http_chathistory_batches.pending + b->n,
+                ngx_http_chathistory_batches.npending
                 * sizeof(ngx_http_chathistory_record_t *));
 
     b->json = ngx_http_chathistory_batch_json(b);
@@ -181,7 +190,7 @@ ngx_http_chathistory_batch_send(ngx_http_chathistory_batch_t *b)
     q->nparams = 1;
     q->writer = 1;
 
-    ngx_http_chathistory_flushing = b;
+    ngx_http_chathistory_batches.flushing = b;
 
     ngx_http_chathistory_pg_query_run(q);
 }
@@ -197,8 +206,8 @@ ngx_http_chathistory_batch_take(void)
 
     bytes = 0;
 
-    for (n = 0; n < ngx_http_chathistory_npending; /* void */) {
-        rec = ngx_http_chathistory_pending[n++];
+    for (n = 0; n < ngx_http_chathistory_batches.npending; /* void */) {
+        rec = ngx_http_chathistory_batches.pending[n++];
 
         /* the names, quotes and commas around the values */
         bytes += 200;
@@ -270,7 +279,7 @@ ngx_http_chathistory_batch_stored(ngx_http_chathistory_pg_query_t *q,
     ngx_uint_t                     i;
     ngx_http_chathistory_batch_t  *b = q->data;
 
-    ngx_http_chathistory_flushing = NULL;
+    ngx_http_chathistory_batches.flushing = NULL;
 
     if (ngx_http_chathistory_batch_retry(b, res)) {
         return;
@@ -300,10 +309,10 @@ ngx_http_chathistory_batch_stored(ngx_http_chathistory_pg_query_t *q,
         for (i = 0; i < b->n; i++) {
             if (PQgetvalue(res, i, 1)[0] == 't') {
                 ngx_http_chathistory_count(CH_STAT_MESSAGE_STORED);
-                ngx_http_chathistory_spool_done(b->recs[i], 1);
+                b->recs[i]->report(b->recs[i], CH_RECORD_STORED);
 
             } else {
-                ngx_http_chathistory_record_missing(b->recs[i]);
+                b->recs[i]->report(b->recs[i], CH_RECORD_GONE);
             }
         }
 
@@ -313,11 +322,12 @@ ngx_http_chathistory_batch_stored(ngx_http_chathistory_pg_query_t *q,
     /* what came while this batch was written goes next, when it has
      * waited long enough (its timer went off meanwhile), and once this
      * connection, the pool's writer, is back in the pool */
-    if (ngx_http_chathistory_npending
-        && !ngx_http_chathistory_flush_event.timer_set
-        && !ngx_http_chathistory_flush_event.posted)
+    if (ngx_http_chathistory_batches.npending
+        && !ngx_http_chathistory_batches.flush_event.timer_set
+        && !ngx_http_chathistory_batches.flush_event.posted)
     {
-        ngx_post_event(&ngx_http_chathistory_flush_event, &ngx_posted_events);
+        ngx_post_event(&ngx_http_chathistory_batches.flush_event,
+                       &ngx_posted_events);
     }
 }
 
@@ -365,12 +375,8 @@ ngx_http_chathistory_batch_fail(ngx_http_chathistory_batch_t *b,
     ngx_uint_t  i;
 
     for (i = 0; i < b->n; i++) {
-        if (one_by_one) {
-            ngx_http_chathistory_record_store_one(b->recs[i]);
-
-        } else {
-            ngx_http_chathistory_spool_write(b->recs[i]);
-        }
+        b->recs[i]->report(b->recs[i],
+                           one_by_one ? CH_RECORD_ALONE : CH_RECORD_AWAY);
     }
 
     ngx_destroy_pool(b->pool);
@@ -380,28 +386,28 @@ ngx_http_chathistory_batch_fail(ngx_http_chathistory_batch_t *b,
 static void
 ngx_http_chathistory_batch_spool_pending(void)
 {
-    while (ngx_http_chathistory_npending) {
-        ngx_http_chathistory_spool_write(
-            ngx_http_chathistory_pending[--ngx_http_chathistory_npending]);
+    ngx_http_chathistory_record_t  *rec;
+
+    while (ngx_http_chathistory_batches.npending) {
+        rec = ngx_http_chathistory_batches.pending[
+                  --ngx_http_chathistory_batches.npending];
+        rec->report(rec, CH_RECORD_AWAY);
     }
 }
 
 
 /*
- * The worker process is leaving without waiting for the database (nginx
- * -s stop, or a single process told to quit): what it holds goes to the
- * spool. The batch in flight may be written already: its replay finds
- * its messages there and adds nothing.
+ * The worker process is leaving: what it holds is reported away. The
+ * batch in flight may be written already: its replay finds its messages
+ * there and adds nothing.
  */
 void
-ngx_http_chathistory_record_exit(void)
+ngx_http_chathistory_batch_exit(void)
 {
     ngx_http_chathistory_batch_t  *b;
 
-    ngx_http_chathistory_spool_exit();
-
-    b = ngx_http_chathistory_flushing;
-    ngx_http_chathistory_flushing = NULL;
+    b = ngx_http_chathistory_batches.flushing;
+    ngx_http_chathistory_batches.flushing = NULL;
 
     if (b != NULL) {
         ngx_http_chathistory_batch_fail(b, 0);
