@@ -63,9 +63,9 @@ $(MODULE_SO): $(BUILD)/nginx/objs/Makefile $(MODULE_SRC)
 $(WORKER): $(WORKER_SRC) $(WORKER_HDR)
 	mkdir -p $(BUILD)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -std=gnu11 -Isrc/common -I$(PG_INC) \
-	    $(shell pkg-config --cflags libcjson libcurl) $(LDFLAGS) \
+	    $(shell pkg-config --cflags libcjson libcurl libcrypto) $(LDFLAGS) \
 	    -o $@ $(WORKER_SRC) -L$(PG_LIB) -lpq \
-	    $(shell pkg-config --libs libcjson libcurl) -lm
+	    $(shell pkg-config --libs libcjson libcurl libcrypto) -lm
 
 sanitize:
 	$(MAKE) BUILD=$(SAN_BUILD) SANITIZE=1 all

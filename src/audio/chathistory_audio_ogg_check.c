@@ -1,47 +1,46 @@
 
 /*
  * Validation of an uploaded Ogg Opus stream (RFC 3533, RFC 7845), without
- * decoding it.
+ * decoding it: libogg frames the pages, checks their CRCs and sequence
+ * numbers and assembles the packets.
  */
 
 
 #include <stdlib.h>
 #include <string.h>
 
+#include <ogg/ogg.h>
+
 #include "chathistory_audio_int.h"
 
 
-#define CHA_OGG_CONTINUED  0x01
-#define CHA_OGG_BOS        0x02
-#define CHA_OGG_EOS        0x04
-#define CHA_OGG_HEADER     27
+#define CHA_OGG_FLAGS      0x07         /* continued, BOS, EOS */
 #define CHA_OGG_NO_GRANULE ((uint64_t) -1)
+
+/* fed to libogg a piece at a time: its buffer holds a piece and a page */
+#define CHA_OGG_CHUNK      65536
 
 
 typedef struct {
-    uint32_t              crc[256];
+    ogg_sync_state        sync;
+    ogg_stream_state      stream;
     uint32_t              serial;
     uint64_t              granule;      /* the last one set */
     size_t                pages;
     size_t                packetno;     /* packets completed */
-    size_t                plen;         /* of the packet being assembled */
-    unsigned char        *head;         /* OpusHead, then OpusTags */
-    size_t                head_len;
+    int                   partial;      /* a packet goes on to the next page */
     int                   eos;
 } cha_ogg_t;
 
 
-static int cha_ogg_page(cha_ogg_t *st, const unsigned char *p, size_t len,
-    size_t *page_len, cha_ogg_info_t *info, char *err, size_t errlen);
-static int cha_ogg_segment(cha_ogg_t *st, const unsigned char *p, size_t n,
-    int complete, cha_ogg_info_t *info, char *err, size_t errlen);
+static int cha_ogg_page(cha_ogg_t *st, ogg_page *og, cha_ogg_info_t *info,
+    char *err, size_t errlen);
+static int cha_ogg_packet(cha_ogg_t *st, ogg_packet *op, cha_ogg_info_t *info,
+    char *err, size_t errlen);
 static int cha_ogg_opus_head(const unsigned char *p, size_t len,
     cha_ogg_info_t *info, char *err, size_t errlen);
 static int cha_ogg_opus_tags(const unsigned char *p, size_t len, char *err,
     size_t errlen);
-static void cha_ogg_crc_table(uint32_t *table);
-static uint32_t cha_ogg_crc(const uint32_t *table, uint32_t crc,
-    const unsigned char *p, size_t len);
 
 
 static uint32_t
@@ -62,8 +61,10 @@ cha_ogg_check(const unsigned char *p, size_t len, cha_ogg_info_t *info,
     char *err, size_t errlen)
 {
     int         rc;
-    size_t      pos, page_len;
-    cha_ogg_t  *st;
+    char       *buf;
+    size_t      pos, fed, n;
+    ogg_page    og;
+    cha_ogg_t   st;
 
     memset(info, 0, sizeof(cha_ogg_info_t));
 
@@ -72,31 +73,82 @@ cha_ogg_check(const unsigned char *p, size_t len, cha_ogg_info_t *info,
         return -1;
     }
 
-    /* about 1 KB of table: kept off the stack of a thread pool task */
-    st = calloc(1, sizeof(cha_ogg_t));
-    if (st == NULL) {
+    memset(&st, 0, sizeof(cha_ogg_t));
+    st.granule = CHA_OGG_NO_GRANULE;
+
+    ogg_sync_init(&st.sync);
+
+    if (ogg_stream_init(&st.stream, 0) != 0) {
         cha_error(err, errlen, "out of memory");
+        ogg_sync_clear(&st.sync);
         return -1;
     }
 
-    cha_ogg_crc_table(st->crc);
-    st->granule = CHA_OGG_NO_GRANULE;
     rc = -1;
+    pos = 0;                            /* where the next page begins */
+    fed = 0;
 
-    for (pos = 0; pos < len; pos += page_len) {
-        if (st->eos) {
-            cha_error(err, errlen, "data after the end of the ogg stream");
+    for ( ;; ) {
+
+        switch (ogg_sync_pageout(&st.sync, &og)) {
+
+        case 1:
+            if (cha_ogg_page(&st, &og, info, err, errlen) != 0) {
+                goto done;
+            }
+
+            pos += og.header_len + og.body_len;
+
+            if (st.eos && pos < len) {
+                cha_error(err, errlen, "data after the end of the ogg stream");
+                goto done;
+            }
+
+            continue;
+
+        case -1:
+            /* libogg skipped bytes: no page, or one whose CRC is wrong */
+            if (memcmp(p + pos, "OggS", 4) != 0) {
+                cha_error(err, errlen, "bad ogg capture pattern");
+
+            } else {
+                cha_error(err, errlen, "bad ogg page checksum");
+            }
+
+            goto done;
+
+        default:
+            break;
+        }
+
+        if (fed == len) {
+            break;
+        }
+
+        n = len - fed < CHA_OGG_CHUNK ? len - fed : CHA_OGG_CHUNK;
+
+        buf = ogg_sync_buffer(&st.sync, (long) n);
+        if (buf == NULL) {
+            cha_error(err, errlen, "out of memory");
             goto done;
         }
 
-        if (cha_ogg_page(st, p + pos, len - pos, &page_len, info, err, errlen)
-            != 0)
-        {
+        memcpy(buf, p + fed, n);
+
+        if (ogg_sync_wrote(&st.sync, (long) n) != 0) {
+            cha_error(err, errlen, "out of memory");
             goto done;
         }
+
+        fed += n;
     }
 
-    if (!st->eos || st->plen > 0) {
+    if (pos < len) {
+        cha_error(err, errlen, "truncated ogg page");
+        goto done;
+    }
+
+    if (!st.eos || st.partial) {
         cha_error(err, errlen, "truncated ogg stream");
         goto done;
     }
@@ -106,101 +158,62 @@ cha_ogg_check(const unsigned char *p, size_t len, cha_ogg_info_t *info,
         goto done;
     }
 
-    if (st->granule == CHA_OGG_NO_GRANULE || st->granule < info->pre_skip) {
+    if (st.granule == CHA_OGG_NO_GRANULE || st.granule < info->pre_skip) {
         cha_error(err, errlen, "bad final granule position");
         goto done;
     }
 
-    info->samples = st->granule - info->pre_skip;
+    info->samples = st.granule - info->pre_skip;
     rc = 0;
 
 done:
 
-    free(st->head);
-    free(st);
+    ogg_stream_clear(&st.stream);
+    ogg_sync_clear(&st.sync);
 
     return rc;
 }
 
 
+/* A page whose CRC libogg has checked: its header, then its packets. */
 static int
-cha_ogg_page(cha_ogg_t *st, const unsigned char *p, size_t len,
-    size_t *page_len, cha_ogg_info_t *info, char *err, size_t errlen)
+cha_ogg_page(cha_ogg_t *st, ogg_page *og, cha_ogg_info_t *info, char *err,
+    size_t errlen)
 {
-    int                   flags;
-    size_t                i, nsegs, body, n, start;
-    uint32_t              crc, serial;
+    int                   rc;
+    size_t                start, nsegs;
+    uint32_t              serial;
     uint64_t              granule;
-    const unsigned char  *lacing, *data;
-    static const unsigned char  zero[4];
+    ogg_packet            op;
 
-    if (len < CHA_OGG_HEADER) {
-        cha_error(err, errlen, "truncated ogg page");
-        return -1;
-    }
-
-    if (memcmp(p, "OggS", 4) != 0) {
-        cha_error(err, errlen, "bad ogg capture pattern");
-        return -1;
-    }
-
-    if (p[4] != 0 || (p[5] & ~7) != 0) {
+    if (ogg_page_version(og) != 0 || (og->header[5] & ~CHA_OGG_FLAGS) != 0) {
         cha_error(err, errlen, "bad ogg page header");
         return -1;
     }
 
-    flags = p[5];
-    nsegs = p[26];
-
-    if (len < CHA_OGG_HEADER + nsegs) {
-        cha_error(err, errlen, "truncated ogg page");
-        return -1;
-    }
-
-    lacing = p + CHA_OGG_HEADER;
-    body = 0;
-
-    for (i = 0; i < nsegs; i++) {
-        body += lacing[i];
-    }
-
-    *page_len = CHA_OGG_HEADER + nsegs + body;
-
-    if (len < *page_len) {
-        cha_error(err, errlen, "truncated ogg page");
-        return -1;
-    }
-
-    crc = cha_ogg_crc(st->crc, 0, p, 22);
-    crc = cha_ogg_crc(st->crc, crc, zero, 4);
-    crc = cha_ogg_crc(st->crc, crc, p + 26, *page_len - 26);
-
-    if (crc != cha_le32(p + 22)) {
-        cha_error(err, errlen, "bad ogg page checksum");
-        return -1;
-    }
-
-    serial = cha_le32(p + 14);
-    granule = (uint64_t) cha_le32(p + 6) | (uint64_t) cha_le32(p + 10) << 32;
+    serial = (uint32_t) ogg_page_serialno(og);
+    granule = (uint64_t) ogg_page_granulepos(og);
 
     if (st->pages++ == 0) {
-        if (!(flags & CHA_OGG_BOS)) {
+        if (!ogg_page_bos(og)) {
             cha_error(err, errlen, "ogg stream does not begin");
             return -1;
         }
 
+        /* any first sequence number: libogg checks those that follow */
+        ogg_stream_reset_serialno(&st->stream, (int) serial);
         st->serial = serial;
 
     } else if (serial != st->serial) {
         cha_error(err, errlen, "several ogg streams");
         return -1;
 
-    } else if (flags & CHA_OGG_BOS) {
+    } else if (ogg_page_bos(og)) {
         cha_error(err, errlen, "bad ogg begin-of-stream flag");
         return -1;
     }
 
-    if (((flags & CHA_OGG_CONTINUED) != 0) != (st->plen > 0)) {
+    if ((ogg_page_continued(og) != 0) != st->partial) {
         cha_error(err, errlen, "bad ogg continuation");
         return -1;
     }
@@ -223,26 +236,46 @@ cha_ogg_page(cha_ogg_t *st, const unsigned char *p, size_t len,
         st->granule = granule;
     }
 
-    data = lacing + nsegs;
+    /* version and serial number are checked: only allocation fails here */
+    if (ogg_stream_pagein(&st->stream, og) != 0) {
+        cha_error(err, errlen, "out of memory");
+        return -1;
+    }
 
-    for (i = 0; i < nsegs; data += n, i++) {
-        n = lacing[i];
+    for ( ;; ) {
+        rc = ogg_stream_packetout(&st->stream, &op);
 
-        if (cha_ogg_segment(st, data, n, n < 255, info, err, errlen) != 0) {
+        if (rc == 0) {
+            break;
+        }
+
+        if (rc < 0) {
+            cha_error(err, errlen, "ogg page out of sequence");
+            return -1;
+        }
+
+        if (cha_ogg_packet(st, &op, info, err, errlen) != 0) {
             return -1;
         }
     }
 
+    /* a packet goes on when the last lacing value is 255 */
+    nsegs = og->header[26];
+
+    if (nsegs > 0) {
+        st->partial = (og->header[27 + nsegs - 1] == 255);
+    }
+
     /* OpusHead alone on the first page, OpusTags ending its last page */
-    if ((start == 0 && (st->packetno != 1 || st->plen > 0))
+    if ((start == 0 && (st->packetno != 1 || st->partial))
         || (start == 1 && (st->packetno > 2
-                           || (st->packetno == 2 && st->plen > 0))))
+                           || (st->packetno == 2 && st->partial))))
     {
         cha_error(err, errlen, "opus header not alone on its page");
         return -1;
     }
 
-    if (flags & CHA_OGG_EOS) {
+    if (ogg_page_eos(og)) {
         st->eos = 1;
     }
 
@@ -250,39 +283,19 @@ cha_ogg_page(cha_ogg_t *st, const unsigned char *p, size_t len,
 }
 
 
-/* Adds a segment to the packet being assembled; headers are kept whole. */
 static int
-cha_ogg_segment(cha_ogg_t *st, const unsigned char *p, size_t n, int complete,
-    cha_ogg_info_t *info, char *err, size_t errlen)
+cha_ogg_packet(cha_ogg_t *st, ogg_packet *op, cha_ogg_info_t *info,
+    char *err, size_t errlen)
 {
-    int             rc;
-    unsigned char  *head;
-
-    if (st->packetno < 2) {
-        head = realloc(st->head, st->head_len + n + 1);
-        if (head == NULL) {
-            cha_error(err, errlen, "out of memory");
-            return -1;
-        }
-
-        memcpy(head + st->head_len, p, n);
-        st->head = head;
-        st->head_len += n;
-    }
-
-    st->plen += n;
-
-    if (!complete) {
-        return 0;
-    }
+    int  rc;
 
     if (st->packetno == 0) {
-        rc = cha_ogg_opus_head(st->head, st->head_len, info, err, errlen);
+        rc = cha_ogg_opus_head(op->packet, op->bytes, info, err, errlen);
 
     } else if (st->packetno == 1) {
-        rc = cha_ogg_opus_tags(st->head, st->head_len, err, errlen);
+        rc = cha_ogg_opus_tags(op->packet, op->bytes, err, errlen);
 
-    } else if (st->plen == 0) {
+    } else if (op->bytes == 0) {
         cha_error(err, errlen, "empty opus packet");
         rc = -1;
 
@@ -292,8 +305,6 @@ cha_ogg_segment(cha_ogg_t *st, const unsigned char *p, size_t n, int complete,
     }
 
     st->packetno++;
-    st->plen = 0;
-    st->head_len = 0;
 
     return rc;
 }
@@ -377,35 +388,4 @@ cha_ogg_opus_tags(const unsigned char *p, size_t len, char *err,
     }
 
     return 0;
-}
-
-
-/* CRC-32, polynomial 0x04c11db7, no reflection, as Ogg uses */
-static void
-cha_ogg_crc_table(uint32_t *table)
-{
-    int       k;
-    uint32_t  i, r;
-
-    for (i = 0; i < 256; i++) {
-        r = i << 24;
-
-        for (k = 0; k < 8; k++) {
-            r = (r & 0x80000000) ? (r << 1) ^ 0x04c11db7 : r << 1;
-        }
-
-        table[i] = r;
-    }
-}
-
-
-static uint32_t
-cha_ogg_crc(const uint32_t *table, uint32_t crc, const unsigned char *p,
-    size_t len)
-{
-    while (len--) {
-        crc = (crc << 8) ^ table[((crc >> 24) ^ *p++) & 0xff];
-    }
-
-    return crc;
 }

@@ -269,7 +269,12 @@ ngx_http_chathistory_auth_handler(ngx_http_request_t *r)
         return ngx_http_chathistory_auth_refuse(r, ctx);
     }
 
-    chathistory_sha256(key.data, key.len, ctx->hash);
+    if (chathistory_sha256(key.data, key.len, ctx->hash) != 0) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "chathistory auth: SHA-256 failed in libcrypto");
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     ngx_hex_dump(ctx->hex, ctx->hash, CHATHISTORY_SHA256_LEN);
 
     /* never the key, nor a hash whole enough to look it up with */

@@ -219,7 +219,10 @@ chw_apikey_generate(char *key, char *hash_hex)
     chw_base64url(rnd, sizeof(rnd), key + sizeof(CHW_KEY_PREFIX) - 1);
     memset(rnd, 0, sizeof(rnd));
 
-    chathistory_sha256(key, strlen(key), digest);
+    if (chathistory_sha256(key, strlen(key), digest) != 0) {
+        chw_log(CHW_LOG_ERROR, "SHA-256 failed in libcrypto", NULL);
+        return CHW_ERROR;
+    }
 
     for (i = 0; i < CHATHISTORY_SHA256_LEN; i++) {
         sprintf(hash_hex + 2 * i, "%02x", digest[i]);
