@@ -156,7 +156,7 @@ main(int argc, char **argv)
         return 1;
     }
 
-    conn = chw_pg_connect(&cf);
+    conn = chw_pg_connect(&cf, 1);
     if (conn == NULL) {
         return 1;
     }
