@@ -165,6 +165,7 @@ void chw_log(chw_log_level_e level, const char *msg, ...)
 
 /* chathistory_worker_pg.c */
 PGconn *chw_pg_connect(chw_config_t *cf, int bounded);
+double chw_now(void);                          /* monotonic seconds */
 int chw_pg_reset(PGconn *conn);
 int chw_pg_send(PGconn *conn, const char *sql, int nparams,
     const char *const *values, const int *lengths, const int *formats);
@@ -234,7 +235,6 @@ int chw_cleanup(chw_config_t *cf, int argc, char **argv);
 
 /* chathistory_worker_run.c */
 int chw_run(chw_config_t *cf, int argc, char **argv);
-double chw_now(void);
 
 /* chathistory_worker_reembed.c */
 int chw_reembed(chw_config_t *cf, int argc, char **argv);

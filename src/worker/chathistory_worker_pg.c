@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "chathistory_worker.h"
 
@@ -707,4 +708,16 @@ chw_utf8_next(const unsigned char *p, uint32_t *c)
     }
 
     return p + len;
+}
+
+
+/* monotonic seconds */
+double
+chw_now(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return (double) ts.tv_sec + ts.tv_nsec / 1e9;
 }

@@ -595,15 +595,3 @@ chw_run_stop(chw_run_t *run)
 
     chw_log(CHW_LOG_INFO, "worker stopped", "worker", run->me, NULL);
 }
-
-
-/* monotonic seconds */
-double
-chw_now(void)
-{
-    struct timespec  ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-
-    return (double) ts.tv_sec + ts.tv_nsec / 1e9;
-}
