@@ -89,6 +89,10 @@ ngx_int_t ngx_http_chathistory_api_found(ngx_http_chathistory_pg_query_t *q,
 ngx_int_t ngx_http_chathistory_api_org(ngx_http_request_t *r,
     const char *named, const char **org);
 
+/* org_id of the body (or of the query when body is NULL), checked so */
+ngx_int_t ngx_http_chathistory_api_org_named(ngx_http_request_t *r,
+    cJSON *body, const char **org);
+
 /* a UUID member of the body, or query argument, "name"; NULL when absent */
 ngx_int_t ngx_http_chathistory_api_uuid(ngx_http_request_t *r, cJSON *item,
     ngx_str_t *arg, const char *name, const char **id);

@@ -161,6 +161,43 @@ ngx_http_chathistory_api_org(ngx_http_request_t *r, const char *named,
 
 
 /*
+ * The organization a request names by org_id, in its body when it has
+ * one, else in its query: the key's own when it names none, 400 when it
+ * is no UUID, 403 when it is another's.
+ */
+ngx_int_t
+ngx_http_chathistory_api_org_named(ngx_http_request_t *r, cJSON *body,
+    const char **org)
+{
+    cJSON       *item;
+    ngx_int_t    rc;
+    ngx_str_t    arg;
+    const char  *named;
+
+    item = NULL;
+    rc = NGX_DECLINED;
+
+    if (body != NULL) {
+        item = cJSON_GetObjectItemCaseSensitive(body, "org_id");
+
+    } else {
+        rc = ngx_http_chathistory_arg(r, "org_id", &arg);
+        if (rc == NGX_ERROR) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    rc = ngx_http_chathistory_api_uuid(r, item, rc == NGX_OK ? &arg : NULL,
+                                       "org_id", &named);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    return ngx_http_chathistory_api_org(r, named, org);
+}
+
+
+/*
  * A UUID member of the body (item), or the query argument of that name
  * when arg is set: its canonical text in *id, NULL when absent or null;
  * 400 "<name> must be a UUID" otherwise.

@@ -224,17 +224,9 @@ static ngx_int_t
 ngx_http_chathistory_search_ids(ngx_http_request_t *r, cJSON *body,
     ngx_http_chathistory_search_t *s)
 {
-    ngx_int_t    rc;
-    const char  *org;
+    ngx_int_t  rc;
 
-    rc = ngx_http_chathistory_api_uuid(r,
-                              cJSON_GetObjectItemCaseSensitive(body, "org_id"),
-                              NULL, "org_id", &org);
-    if (rc != NGX_OK) {
-        return rc;
-    }
-
-    rc = ngx_http_chathistory_api_org(r, org, &s->org);
+    rc = ngx_http_chathistory_api_org_named(r, body, &s->org);
     if (rc != NGX_OK) {
         return rc;
     }

@@ -260,22 +260,9 @@ static ngx_int_t
 ngx_http_chathistory_session_list_args(ngx_http_request_t *r,
     const char **params)
 {
-    ngx_int_t    rc;
-    ngx_str_t    value;
-    const char  *org;
+    ngx_int_t  rc;
 
-    rc = ngx_http_chathistory_arg(r, "org_id", &value);
-    if (rc == NGX_ERROR) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    rc = ngx_http_chathistory_api_uuid(r, NULL, rc == NGX_OK ? &value : NULL,
-                                       "org_id", &org);
-    if (rc != NGX_OK) {
-        return rc;
-    }
-
-    rc = ngx_http_chathistory_api_org(r, org, &params[0]);
+    rc = ngx_http_chathistory_api_org_named(r, NULL, &params[0]);
     if (rc != NGX_OK) {
         return rc;
     }

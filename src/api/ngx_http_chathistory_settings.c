@@ -11,8 +11,6 @@
 #include "ngx_http_chathistory_validate.h"
 
 
-static ngx_int_t ngx_http_chathistory_settings_org(ngx_http_request_t *r,
-    cJSON *item, ngx_str_t *arg, const char **org);
 static ngx_int_t ngx_http_chathistory_settings_days(ngx_http_request_t *r,
     cJSON *body, const char **days);
 static void ngx_http_chathistory_settings_done(
@@ -28,19 +26,12 @@ ngx_int_t
 ngx_http_chathistory_retention_get(ngx_http_request_t *r)
 {
     ngx_int_t                        rc;
-    ngx_str_t                        arg;
     const char                      *params[2];
     ngx_http_chathistory_api_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_chathistory_module);
 
-    rc = ngx_http_chathistory_arg(r, "org_id", &arg);
-    if (rc == NGX_ERROR) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    rc = ngx_http_chathistory_settings_org(r, NULL, rc == NGX_OK ? &arg : NULL,
-                                           &params[0]);
+    rc = ngx_http_chathistory_api_org_named(r, NULL, &params[0]);
     if (rc != NGX_OK) {
         return rc;
     }
@@ -71,9 +62,7 @@ ngx_http_chathistory_retention_set(ngx_http_request_t *r)
                                               "the body has an unknown field");
     }
 
-    rc = ngx_http_chathistory_settings_org(r,
-                         cJSON_GetObjectItemCaseSensitive(ctx->body, "org_id"),
-                         NULL, &params[0]);
+    rc = ngx_http_chathistory_api_org_named(r, ctx->body, &params[0]);
     if (rc != NGX_OK) {
         return rc;
     }
@@ -97,23 +86,6 @@ ngx_http_chathistory_retention_set(ngx_http_request_t *r)
                                      NGX_HTTP_CHATHISTORY_SQL_RETENTION_SET,
                                      params, 4,
                                      ngx_http_chathistory_settings_done);
-}
-
-
-/* The organization from the body or the query, else the caller's own. */
-static ngx_int_t
-ngx_http_chathistory_settings_org(ngx_http_request_t *r, cJSON *item,
-    ngx_str_t *arg, const char **org)
-{
-    ngx_int_t    rc;
-    const char  *named;
-
-    rc = ngx_http_chathistory_api_uuid(r, item, arg, "org_id", &named);
-    if (rc != NGX_OK) {
-        return rc;
-    }
-
-    return ngx_http_chathistory_api_org(r, named, org);
 }
 
 
