@@ -9,11 +9,14 @@ use strict;
 use warnings;
 
 use Exporter 'import';
+use File::Basename qw(dirname);
 use HTTP::Tiny;
 use IO::Socket::INET;
 use POSIX ();
 use File::Temp ();
 use MIME::Base64 qw(encode_base64url);
+use lib dirname(__FILE__);
+use Chathistory::Helpers qw(psql_rows free_port read_pid);
 
 our @EXPORT = qw(chathistory_block sql db_control_start session_cursor
                  pgbouncer_start sql_eventually metrics_eventually metric);
@@ -43,13 +46,7 @@ sub chathistory_block {
 # Run SQL; return the rows of its last statement, columns split on "|".
 sub sql {
     my ($statement) = @_;
-
-    open my $psql, "-|", "psql", $db_url, "-X", "-q", "-A", "-t",
-        "-v", "ON_ERROR_STOP=1", "-c", $statement
-        or die "cannot run psql: $!";
-    my @rows = map { chomp; [split /\|/, $_, -1] } <$psql>;
-    close $psql or die "psql failed on: $statement\n";
-
+    my @rows = psql_rows($db_url, $statement);
     return wantarray ? @rows : (@rows ? $rows[0][0] : undef);
 }
 
@@ -206,19 +203,6 @@ INI
     eval "END { local \$?; kill 'TERM', $pid if \$\$ == $parent }";
 
     return "postgresql://$user\@127.0.0.1:$listen/$db";
-}
-
-sub read_pid {
-    my ($file) = @_;
-    open my $fh, "<", $file or return;
-    my $pid = <$fh>;
-    return defined $pid && $pid =~ /^(\d+)/ ? $1 : undef;
-}
-
-sub free_port {
-    my $s = IO::Socket::INET->new(LocalAddr => "127.0.0.1", LocalPort => 0,
-                                  Listen => 1) or die "cannot listen: $!";
-    return $s->sockport;
 }
 
 sub db_control {

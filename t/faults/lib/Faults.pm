@@ -17,6 +17,8 @@ use IO::Select;
 use IO::Socket::INET;
 use POSIX ();
 use Time::HiRes qw(time sleep);
+use lib dirname(__FILE__) . '/../../lib';
+use Chathistory::Helpers qw(psql_rows free_port wait_until slurp read_pid);
 
 our @EXPORT = qw(nginx_start nginx_stop nginx_pid nginx_log nginx_signal
                  load_start load_wait request_once raw_request psql_rows
@@ -144,9 +146,7 @@ HTTP
 
 sub nginx_pid {
     my ($n, $file) = @_;
-    open my $fh, '<', $file // $n->{pid_file} or return;
-    my $pid = <$fh>;
-    return defined $pid && $pid =~ /^(\d+)/ ? $1 : undef;
+    return read_pid($file // $n->{pid_file});
 }
 
 sub nginx_signal {
@@ -391,17 +391,6 @@ sub http_request {
     return $req . "\r\n" . ($body // '');
 }
 
-# Rows of a statement's last result, columns split on "|".
-sub psql_rows {
-    my ($url, $statement) = @_;
-    open my $p, '-|', 'psql', $url, '-X', '-q', '-A', '-t',
-        '-v', 'ON_ERROR_STOP=1', '-c', $statement
-        or die "cannot run psql: $!";
-    my @rows = map { chomp; [split /\|/, $_, -1] } <$p>;
-    close $p or die "psql failed on: $statement\n";
-    return @rows;
-}
-
 # How many of these message ids the messages table lacks; with $seconds,
 # polls until none is missing or the time is up (the spool is replayed
 # once a second).
@@ -469,27 +458,7 @@ sub backends {
     return $row->[0];
 }
 
-sub wait_until {
-    my ($seconds, $cond) = @_;
-    my $end = time + $seconds;
-    while (1) {
-        my $ok = eval { $cond->() };
-        return 1 if $ok;
-        return 0 if time >= $end;
-        sleep 0.05;
-    }
-}
-
-sub free_port {
-    my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
-                                  Listen => 1) or die "cannot listen: $!";
-    return $s->sockport;
-}
-
-sub slurp_file {
-    open my $fh, '<', $_[0] or return '';
-    local $/;
-    return scalar <$fh>;
-}
+# psql_rows, free_port, wait_until: t/lib/Chathistory/Helpers.pm
+sub slurp_file { return slurp(@_) }
 
 1;
