@@ -102,7 +102,7 @@ CONF
 sub module_http {
     my ($n, $o) = @_;
     my $db = $o->{db} // $ENV{TEST_NGINX_DATABASE_URL}
-        // die "TEST_NGINX_DATABASE_URL is not set: run with scripts/test\n";
+        // die "TEST_NGINX_DATABASE_URL is not set (t/README.md)\n";
     my $backend = $o->{backend_port} // die "no backend_port\n";
     return <<"HTTP";
     chathistory_database_url "$db";
