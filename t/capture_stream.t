@@ -16,7 +16,7 @@ use POSIX ();
 use Test::More;
 
 my $db = $ENV{TEST_NGINX_DATABASE_URL};
-plan skip_all => 'run with scripts/test (TEST_NGINX_DATABASE_URL)' unless $db;
+plan skip_all => 'TEST_NGINX_DATABASE_URL is not set (t/README.md)' unless $db;
 
 my ($session) = new_sessions($db, 1);
 my $first = '{"transcript":"good morning, how are you",';

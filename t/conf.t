@@ -8,8 +8,11 @@ use Cwd ();
 use File::Temp qw(tempdir);
 
 my $nginx = $ENV{TEST_NGINX_BINARY} || 'nginx';
-my $module = $ENV{TEST_NGINX_LOAD_MODULES} or plan skip_all => 'TEST_NGINX_LOAD_MODULES is not set';
-my $worker = $ENV{CHATHISTORY_WORKER};
+# as in t/lib/Chathistory.pm: the build's, when the variables are not set (prove runs from the top)
+my $module = $ENV{TEST_NGINX_LOAD_MODULES}
+             || Cwd::getcwd() . '/build/nginx/objs/ngx_http_chathistory_module.so';
+-f $module or plan skip_all => "TEST_NGINX_LOAD_MODULES is not set and there is no $module";
+my $worker = $ENV{CHATHISTORY_WORKER} || Cwd::getcwd() . '/build/chathistory-worker';
 my $root = tempdir(CLEANUP => 1);
 
 mkdir "$root/$_" for qw(conf logs tmp);
@@ -91,7 +94,8 @@ ok($ok, "nginx -t accepts conf/nginx.conf rendered as scripts/up does") or diag 
 
 # The worker's settings: every one of them, commented out or not, is taken.
 SKIP: {
-    skip 'CHATHISTORY_WORKER is not set', 2 unless $worker;
+    skip "CHATHISTORY_WORKER is not set and there is no $worker", 2 unless -x $worker;
+    skip "TEST_NGINX_DATABASE_URL is not set (t/README.md)", 2 unless $ENV{TEST_NGINX_DATABASE_URL};
     my $env = read_file("conf/chathistory-worker.env");
     my %set;
     for (split /\n/, $env) {

@@ -18,7 +18,7 @@ use Test::More;
 use Time::HiRes qw(time sleep);
 
 my $db = $ENV{TEST_NGINX_DATABASE_URL};
-plan skip_all => 'run with scripts/test (TEST_NGINX_DATABASE_URL)' unless $db;
+plan skip_all => 'TEST_NGINX_DATABASE_URL is not set (t/README.md)' unless $db;
 
 my $app = 'faults clients';
 my $url = $db . ($db =~ /\?/ ? '&' : '?') . "application_name=" . ($app =~ s/ /%20/r);

@@ -13,7 +13,8 @@ use Test::More;
 use Time::HiRes qw(time sleep);
 
 my $db = $ENV{TEST_NGINX_DATABASE_URL};
-plan skip_all => 'run with scripts/test (TEST_NGINX_DATABASE_URL, TEST_NGINX_PG_STOP)'
+plan skip_all => join(', ', grep { !$ENV{$_} } qw(TEST_NGINX_DATABASE_URL TEST_NGINX_PG_STOP
+                                                   TEST_NGINX_PG_START)) . ' not set (t/README.md)'
     unless $db && $ENV{TEST_NGINX_PG_STOP} && $ENV{TEST_NGINX_PG_START};
 
 my $app = 'faults restart';

@@ -13,7 +13,7 @@ use Test::More;
 use Time::HiRes qw(sleep);
 
 my $db = $ENV{TEST_NGINX_DATABASE_URL};
-plan skip_all => 'run with scripts/test (TEST_NGINX_DATABASE_URL)' unless $db;
+plan skip_all => 'TEST_NGINX_DATABASE_URL is not set (t/README.md)' unless $db;
 
 my ($session) = new_sessions($db, 1);
 my $backend = nginx_start(backend => 1, workers => 1);

@@ -9,17 +9,102 @@ use strict;
 use warnings;
 
 use Exporter 'import';
+use File::Basename qw(dirname);
 use HTTP::Tiny;
 use IO::Socket::INET;
 use POSIX ();
 use File::Temp ();
 use MIME::Base64 qw(encode_base64url);
+use lib dirname(__FILE__);
+use Chathistory::Helpers qw(psql_rows free_port read_pid $ROOT);
 
 our @EXPORT = qw(chathistory_block sql db_control_start session_cursor
                  pgbouncer_start sql_eventually metrics_eventually metric);
 
+# The environment the suites run in (t/README.md): what scripts/test sets,
+# with the defaults a run of prove from the repository gets without it.
 my $db_url = $ENV{TEST_NGINX_DATABASE_URL}
-    or die "TEST_NGINX_DATABASE_URL is not set: run the suites with scripts/test\n";
+    or die "TEST_NGINX_DATABASE_URL is not set: it must name a migrated database"
+           . " (t/README.md, or run the suites with scripts/test)\n";
+
+if (!$ENV{TEST_NGINX_LOAD_MODULES}) {
+    my $so = "$ROOT/build/nginx/objs/ngx_http_chathistory_module.so";
+    -f $so or die "TEST_NGINX_LOAD_MODULES is not set and there is no $so:"
+                  . " run make, or set it to the module's .so (t/README.md)\n";
+    $ENV{TEST_NGINX_LOAD_MODULES} = $so;
+    # test-nginx read the variable when it was loaded, before this file
+    no warnings 'once';
+    $Test::Nginx::Util::LoadModules = $so;
+}
+$ENV{CHATHISTORY_WORKER} ||= "$ROOT/build/chathistory-worker";
+$ENV{CHATHISTORY_MIGRATIONS_DIR} ||= "$ROOT/migrations";
+
+# test-nginx before 0.31 starts nginx without "-e logs/error.log": what nginx
+# logs before it has read its configuration, and its configuration errors
+# (the --- must_die blocks check them), would go to the binary's compiled-in
+# error log (Debian: /var/log/nginx/error.log), not the servroot's. Start it
+# through t/lib/nginx-e, which adds the option as 0.31 does.
+{
+    no warnings 'once';
+    my $version = $Test::Nginx::Util::VERSION // '';
+    if ($version =~ /^(\d+\.\d+)$/ && $1 < 0.31
+        && $Test::Nginx::Util::NginxBinary !~ m{/t/lib/nginx-e$})
+    {
+        $ENV{CHATHISTORY_NGINX} = $Test::Nginx::Util::NginxBinary;
+        $Test::Nginx::Util::NginxBinary = "$ROOT/t/lib/nginx-e";
+    }
+}
+
+# The rules every block of every suite keeps, whichever runner runs it. This
+# preprocessor is added when the suite loads this file, before the suite adds
+# its own, so it runs after them (test-nginx runs the last added first):
+#
+# - a block that stops or starts the database (POST /db/stop, /db/start, or
+#   TEST_NGINX_PG_STOP/_START in its code) is skipped, with the reason, when
+#   the command it needs is not set;
+# - a no_error_log with "[error]" also lists "[crit]", "[alert]" and
+#   "[emerg]" (as t/runner reads "[error]": that or worse), and every
+#   block's no_error_log lists "exited on signal" (a crashed worker).
+sub house_rules {
+    my $block = shift;
+    return if defined $block->must_die;
+
+    my $text = join "\n", flat(map { scalar eval { $block->$_ } }
+                               qw(request init pipelined_requests raw_request));
+    for my $cmd ('STOP', 'START') {
+        next if $ENV{"TEST_NGINX_PG_$cmd"};
+        if ($text =~ m{/db/\L$cmd\E\b|TEST_NGINX_PG_$cmd}) {
+            skip_block($block, "TEST_NGINX_PG_$cmd is not set: the command that"
+                               . " stops or starts the test database (t/README.md)");
+            return;
+        }
+    }
+
+    my $no = $block->no_error_log;
+    my @pats = !defined $no        ? ()
+             : ref $no eq 'ARRAY'  ? @$no
+             : ref $no             ? ($no)
+             : grep { length } map { s/\s+\z//r } split /\n/, $no;
+    my %have = map { ref $_ ? () : ($_ => 1) } @pats;
+    my @add = $have{'[error]'} ? grep { !$have{$_} } '[crit]', '[alert]', '[emerg]' : ();
+    push @add, 'exited on signal' unless $have{'exited on signal'};
+    $block->set_value("no_error_log", [@pats, @add]) if @add;
+}
+
+# Skips a block with a reason, in both runners: a skip_nginx that always holds.
+# test-nginx runs a skipped block's --- init all the same: it goes too.
+sub skip_block {
+    my ($block, $reason) = @_;
+    $block->set_value("skip_nginx", "1: > 0.0.0: $reason");
+    $block->set_value("init", "");
+}
+
+sub flat {
+    return map { ref $_ eq 'ARRAY' ? flat(@$_) : defined $_ && !ref $_ ? $_ : () } @_;
+}
+
+Test::Nginx::Util::add_block_preprocessor(\&house_rules)
+    if defined &Test::Nginx::Util::add_block_preprocessor;
 
 # A block without its own configuration gets the API on /api/ and the
 # house rule that nothing is logged at [error] or worse.
@@ -43,13 +128,7 @@ sub chathistory_block {
 # Run SQL; return the rows of its last statement, columns split on "|".
 sub sql {
     my ($statement) = @_;
-
-    open my $psql, "-|", "psql", $db_url, "-X", "-q", "-A", "-t",
-        "-v", "ON_ERROR_STOP=1", "-c", $statement
-        or die "cannot run psql: $!";
-    my @rows = map { chomp; [split /\|/, $_, -1] } <$psql>;
-    close $psql or die "psql failed on: $statement\n";
-
+    my @rows = psql_rows($db_url, $statement);
     return wantarray ? @rows : (@rows ? $rows[0][0] : undef);
 }
 
@@ -206,19 +285,6 @@ INI
     eval "END { local \$?; kill 'TERM', $pid if \$\$ == $parent }";
 
     return "postgresql://$user\@127.0.0.1:$listen/$db";
-}
-
-sub read_pid {
-    my ($file) = @_;
-    open my $fh, "<", $file or return;
-    my $pid = <$fh>;
-    return defined $pid && $pid =~ /^(\d+)/ ? $1 : undef;
-}
-
-sub free_port {
-    my $s = IO::Socket::INET->new(LocalAddr => "127.0.0.1", LocalPort => 0,
-                                  Listen => 1) or die "cannot listen: $!";
-    return $s->sockport;
 }
 
 sub db_control {

@@ -17,6 +17,8 @@ use IO::Select;
 use IO::Socket::INET;
 use POSIX ();
 use Time::HiRes qw(time sleep);
+use lib dirname(__FILE__) . '/../../lib';
+use Chathistory::Helpers qw(psql_rows free_port wait_until slurp read_pid);
 
 our @EXPORT = qw(nginx_start nginx_stop nginx_pid nginx_log nginx_signal
                  load_start load_wait request_once raw_request psql_rows
@@ -29,7 +31,7 @@ my $binary = $ENV{TEST_NGINX_BINARY} // '/usr/sbin/nginx';
 my $module = $ENV{TEST_NGINX_LOAD_MODULES}
              // "$ROOT/build/nginx/objs/ngx_http_chathistory_module.so";
 my $parent = $$;
-my (@nginxes, @loads);
+my (@nginxes, @loads, %made);
 
 # The pipeline's answer, as the backend gives it: the transcript ends with
 # the request's argument "say".
@@ -100,7 +102,7 @@ CONF
 sub module_http {
     my ($n, $o) = @_;
     my $db = $o->{db} // $ENV{TEST_NGINX_DATABASE_URL}
-        // die "TEST_NGINX_DATABASE_URL is not set: run with scripts/test\n";
+        // die "TEST_NGINX_DATABASE_URL is not set (t/README.md)\n";
     my $backend = $o->{backend_port} // die "no backend_port\n";
     return <<"HTTP";
     chathistory_database_url "$db";
@@ -144,9 +146,7 @@ HTTP
 
 sub nginx_pid {
     my ($n, $file) = @_;
-    open my $fh, '<', $file // $n->{pid_file} or return;
-    my $pid = <$fh>;
-    return defined $pid && $pid =~ /^(\d+)/ ? $1 : undef;
+    return read_pid($file // $n->{pid_file});
 }
 
 sub nginx_signal {
@@ -182,6 +182,18 @@ END {
         kill 'QUIT', @pids if @pids;
         wait_until(5, sub { !grep { kill 0, $_ } @pids });
         kill 'KILL', @pids if grep { kill 0, $_ } @pids;
+    }
+    # the sessions new_sessions made, their messages and jobs: thousands of
+    # embedded messages of the default organization would crowd out a later
+    # suite's own in a search (t/search.t, on a second run)
+    for my $url (keys %made) {
+        my $ids = join ',', map { "'$_'" } @{$made{$url}};
+        eval {
+            psql_rows($url, "DELETE FROM jobs WHERE payload->>'message_id' IN (SELECT id::text"
+                            . " FROM messages WHERE session_id IN ($ids))");
+            psql_rows($url, "DELETE FROM sessions WHERE id IN ($ids)");
+            1;
+        } or warn "cannot delete the suite's sessions: $@";
     }
 }
 
@@ -391,17 +403,6 @@ sub http_request {
     return $req . "\r\n" . ($body // '');
 }
 
-# Rows of a statement's last result, columns split on "|".
-sub psql_rows {
-    my ($url, $statement) = @_;
-    open my $p, '-|', 'psql', $url, '-X', '-q', '-A', '-t',
-        '-v', 'ON_ERROR_STOP=1', '-c', $statement
-        or die "cannot run psql: $!";
-    my @rows = map { chomp; [split /\|/, $_, -1] } <$p>;
-    close $p or die "psql failed on: $statement\n";
-    return @rows;
-}
-
 # How many of these message ids the messages table lacks; with $seconds,
 # polls until none is missing or the time is up (the spool is replayed
 # once a second).
@@ -440,6 +441,7 @@ sub new_sessions {
         . " target_lang, audio_enabled) SELECT chathistory_uuidv7(), id, 'en',"
         . " 'pt-BR', " . ($audio ? 'true' : 'false') . " FROM organizations,"
         . " generate_series(1, $count) WHERE name = 'default' RETURNING id");
+    push @{$made{$url}}, map { $_->[0] } @rows;
     return map { $_->[0] } @rows;
 }
 
@@ -469,27 +471,7 @@ sub backends {
     return $row->[0];
 }
 
-sub wait_until {
-    my ($seconds, $cond) = @_;
-    my $end = time + $seconds;
-    while (1) {
-        my $ok = eval { $cond->() };
-        return 1 if $ok;
-        return 0 if time >= $end;
-        sleep 0.05;
-    }
-}
-
-sub free_port {
-    my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
-                                  Listen => 1) or die "cannot listen: $!";
-    return $s->sockport;
-}
-
-sub slurp_file {
-    open my $fh, '<', $_[0] or return '';
-    local $/;
-    return scalar <$fh>;
-}
+# psql_rows, free_port, wait_until: t/lib/Chathistory/Helpers.pm
+sub slurp_file { return slurp(@_) }
 
 1;

@@ -16,6 +16,8 @@ use File::Temp ();
 use POSIX ();
 use Test::More;
 use Time::HiRes qw(sleep time);
+use lib dirname(__FILE__) . '/../../lib';
+use Chathistory::Helpers qw(psql_rows wait_until slurp);
 
 our @EXPORT = qw(setup_db sql worker worker_bg wait_exit stop fake_server
                  make_messages wait_until tmpdir slurp $WORKER $DB_URL);
@@ -38,7 +40,7 @@ sub setup_db {
 
     (my $suite = $0) =~ s{.*/|\.t$}{}g;
     $db_name = "chw_test_${suite}_$$";
-    psql($base_url, "CREATE DATABASE $db_name");
+    psql_rows($base_url, "CREATE DATABASE $db_name");
 
     $DB_URL = $base_url =~ m{^postgres(?:ql)?://}
         ? ($base_url =~ s{^(postgres(?:ql)?://[^/?]*)(/[^?]*)?}{$1/$db_name}r)
@@ -57,25 +59,15 @@ END {
     my $status = $?;
     kill 'KILL', $_ for @children;
     waitpid $_, 0 for @children;
-    psql($base_url, "DROP DATABASE IF EXISTS $db_name WITH (FORCE)")
+    psql_rows($base_url, "DROP DATABASE IF EXISTS $db_name WITH (FORCE)")
         if $db_name && !$ENV{CHW_TEST_KEEP_DB};
     $? = $status;
-}
-
-sub psql {
-    my ($url, $statement) = @_;
-    open my $p, '-|', 'psql', $url, '-X', '-q', '-A', '-t',
-        '-v', 'ON_ERROR_STOP=1', '-c', $statement
-        or die "cannot run psql: $!";
-    my @rows = map { chomp; [split /\|/, $_, -1] } <$p>;
-    close $p or die "psql failed on: $statement\n";
-    return @rows;
 }
 
 # the rows of the last statement, columns split on "|"; in scalar context
 # the first column of the first row
 sub sql {
-    my @rows = psql($DB_URL, $_[0]);
+    my @rows = psql_rows($DB_URL, $_[0]);
     return wantarray ? @rows : (@rows ? $rows[0][0] : undef);
 }
 
@@ -176,16 +168,6 @@ sub make_messages {
     return $session;
 }
 
-sub wait_until {
-    my ($timeout, $cond) = @_;
-    my $end = time + $timeout;
-    while (time < $end) {
-        return 1 if $cond->();
-        sleep 0.05;
-    }
-    return 0;
-}
-
 my @keep;
 
 # a temporary directory that lives as long as the suite
@@ -193,12 +175,6 @@ sub tmpdir {
     my $d = File::Temp->newdir('chw-test-XXXXXX', TMPDIR => 1);
     push @keep, $d;
     return $d->dirname;
-}
-
-sub slurp {
-    open my $fh, '<', $_[0] or return '';
-    local $/;
-    return scalar <$fh>;
 }
 
 1;
