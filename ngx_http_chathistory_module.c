@@ -230,9 +230,7 @@ ngx_http_chathistory_postconfiguration(ngx_conf_t *cf)
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_chathistory_module);
 
-    if (ngx_http_chathistory_embed_init(cf) != NGX_OK
-        || ngx_http_chathistory_api_init(cf) != NGX_OK)
-    {
+    if (ngx_http_chathistory_api_init(cf) != NGX_OK) {
         return NGX_ERROR;
     }
 

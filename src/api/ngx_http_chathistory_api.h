@@ -38,9 +38,6 @@ typedef struct {
     /* why a handler refused the request, sent once it returns */
     const char                   *error;
     ngx_int_t                   (*handler)(ngx_http_request_t *r);
-
-    /* the query's embedding while a subrequest computes it */
-    void                         *embed;
 } ngx_http_chathistory_api_ctx_t;
 
 

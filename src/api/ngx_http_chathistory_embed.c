@@ -58,6 +58,41 @@ static char *ngx_http_chathistory_embed_text(ngx_pool_t *pool,
     const float *v);
 
 
+static ngx_int_t ngx_http_chathistory_embed_init(ngx_conf_t *cf);
+
+
+/* a module of its own for the query's embedding as a request's context */
+static ngx_http_module_t  ngx_http_chathistory_embed_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    ngx_http_chathistory_embed_init,       /* postconfiguration */
+
+    NULL,                                  /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    NULL,                                  /* create location configuration */
+    NULL                                   /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_chathistory_embed_module = {
+    NGX_MODULE_V1,
+    &ngx_http_chathistory_embed_module_ctx, /* module context */
+    NULL,                                  /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
 static ngx_http_output_body_filter_pt  ngx_http_next_body_filter;
 
 
@@ -66,7 +101,6 @@ ngx_http_chathistory_embed_query(ngx_http_request_t *r, const char *query,
     ngx_http_chathistory_embed_pt handler, void *data)
 {
     ngx_buf_t                         *b;
-    ngx_http_chathistory_api_ctx_t    *ctx;
     ngx_http_chathistory_loc_conf_t   *clcf;
     ngx_http_chathistory_embed_ctx_t  *ectx;
 
@@ -95,8 +129,7 @@ ngx_http_chathistory_embed_query(ngx_http_request_t *r, const char *query,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_chathistory_module);
-    ctx->embed = ectx;
+    ngx_http_set_ctx(r, ectx, ngx_http_chathistory_embed_module);
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "chathistory embed subrequest \"%V\", model \"%s\"",
@@ -512,13 +545,12 @@ ngx_http_chathistory_embed_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     off_t                              size;
     ngx_chain_t                       *cl;
     ngx_http_core_loc_conf_t          *core;
-    ngx_http_chathistory_api_ctx_t    *ctx;
     ngx_http_chathistory_embed_ctx_t  *ectx;
 
-    ctx = (r != r->main)
-          ? ngx_http_get_module_ctx(r->parent, ngx_http_chathistory_module)
-          : NULL;
-    ectx = ctx ? ctx->embed : NULL;
+    ectx = (r != r->main)
+           ? ngx_http_get_module_ctx(r->parent,
+                                     ngx_http_chathistory_embed_module)
+           : NULL;
 
     if (ectx == NULL || ectx->sr != r) {
         return ngx_http_next_body_filter(r, in);
@@ -552,7 +584,7 @@ ngx_http_chathistory_embed_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 }
 
 
-ngx_int_t
+static ngx_int_t
 ngx_http_chathistory_embed_init(ngx_conf_t *cf)
 {
     ngx_http_next_body_filter = ngx_http_top_body_filter;
@@ -572,7 +604,7 @@ ngx_http_chathistory_embed_resume(ngx_http_request_t *r)
     r->write_event_handler = ngx_http_request_empty_handler;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_chathistory_module);
-    ectx = ctx->embed;
+    ectx = ngx_http_get_module_ctx(r, ngx_http_chathistory_embed_module);
 
     if (ectx->error != NULL) {
         ngx_http_finalize_request(r,

@@ -31,12 +31,12 @@ typedef ngx_int_t (*ngx_http_chathistory_embed_pt)(ngx_http_request_t *r,
 ngx_int_t ngx_http_chathistory_embed_query(ngx_http_request_t *r,
     const char *query, ngx_http_chathistory_embed_pt handler, void *data);
 
-/* the body filter that bounds the subrequests' answers */
-ngx_int_t ngx_http_chathistory_embed_init(ngx_conf_t *cf);
-
 /* check the embedding directives of an API location */
 ngx_int_t ngx_http_chathistory_embed_check(ngx_conf_t *cf,
     ngx_http_chathistory_loc_conf_t *conf);
+
+
+extern ngx_module_t  ngx_http_chathistory_embed_module;
 
 
 #endif /* _NGX_HTTP_CHATHISTORY_EMBED_H_INCLUDED_ */

@@ -53,8 +53,14 @@ static void ngx_http_chathistory_audio_unlink_thread(void *data,
 static void ngx_http_chathistory_audio_unlinked(ngx_event_t *ev);
 
 
-static ngx_uint_t        ngx_http_chathistory_audio_busy;
-static ngx_event_t       ngx_http_chathistory_audio_hold_event;
+/* the encodings in the thread pool, and what holds a quitting worker */
+typedef struct {
+    ngx_uint_t               busy;
+    ngx_event_t              hold_event;
+} ngx_http_chathistory_audio_work_t;
+
+
+static ngx_http_chathistory_audio_work_t  ngx_http_chathistory_audio_work;
 
 
 void
@@ -116,11 +122,11 @@ ngx_http_chathistory_audio_hold(ngx_log_t *log)
 {
     ngx_event_t  *ev;
 
-    if (ngx_http_chathistory_audio_busy++) {
+    if (ngx_http_chathistory_audio_work.busy++) {
         return;
     }
 
-    ev = &ngx_http_chathistory_audio_hold_event;
+    ev = &ngx_http_chathistory_audio_work.hold_event;
 
     ngx_http_chathistory_timer_init(ev, ngx_http_chathistory_audio_held, log,
                                     0);
@@ -132,7 +138,7 @@ ngx_http_chathistory_audio_hold(ngx_log_t *log)
 static void
 ngx_http_chathistory_audio_held(ngx_event_t *ev)
 {
-    if (ngx_http_chathistory_audio_busy) {
+    if (ngx_http_chathistory_audio_work.busy) {
         ngx_add_timer(ev, CH_AUDIO_HOLD);
     }
 }
@@ -266,10 +272,10 @@ ngx_http_chathistory_audio_done(ngx_event_t *ev)
 
     rec = t->rec;
 
-    if (--ngx_http_chathistory_audio_busy == 0
-        && ngx_http_chathistory_audio_hold_event.timer_set)
+    if (--ngx_http_chathistory_audio_work.busy == 0
+        && ngx_http_chathistory_audio_work.hold_event.timer_set)
     {
-        ngx_del_timer(&ngx_http_chathistory_audio_hold_event);
+        ngx_del_timer(&ngx_http_chathistory_audio_work.hold_event);
     }
 
     if (!t->ok) {
