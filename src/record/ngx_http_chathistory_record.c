@@ -104,7 +104,7 @@ ngx_http_chathistory_record_store_one(ngx_http_chathistory_record_t *rec)
                                         ngx_http_chathistory_record_stored,
                                         rec);
     if (q == NULL) {
-        ngx_http_chathistory_spool_write(rec);
+        ngx_http_chathistory_record_next(rec, CH_RECORD_AWAY);
         return;
     }
 
@@ -130,7 +130,7 @@ ngx_http_chathistory_record_stored(ngx_http_chathistory_pg_query_t *q,
                == 0))
     {
         /* the database is away: keep the message until it is back */
-        ngx_http_chathistory_spool_write(rec);
+        ngx_http_chathistory_record_next(rec, CH_RECORD_AWAY);
         return;
     }
 
@@ -144,7 +144,7 @@ ngx_http_chathistory_record_stored(ngx_http_chathistory_pg_query_t *q,
     }
 
     if (ngx_strcmp(PQgetvalue(res, 0, 0), "0") == 0) {
-        ngx_http_chathistory_record_missing(rec);
+        ngx_http_chathistory_record_next(rec, CH_RECORD_GONE);
         return;
     }
 
@@ -152,7 +152,7 @@ ngx_http_chathistory_record_stored(ngx_http_chathistory_pg_query_t *q,
                    "chathistory: message %s recorded", rec->id.text);
 
     ngx_http_chathistory_count(CH_STAT_MESSAGE_STORED);
-    ngx_http_chathistory_spool_done(rec, 1);
+    ngx_http_chathistory_record_next(rec, CH_RECORD_STORED);
 }
 
 
@@ -168,8 +168,6 @@ ngx_http_chathistory_record_missing(ngx_http_chathistory_record_t *rec)
     ngx_http_chathistory_audio_discard(rec);
     ngx_http_chathistory_spool_done(rec, 1);
 }
-
-
 
 
 /*
