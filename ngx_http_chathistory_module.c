@@ -13,6 +13,7 @@
 
 #include "ngx_http_chathistory_module.h"
 #include "ngx_http_chathistory_api.h"
+#include "ngx_http_chathistory_cors.h"
 #include "ngx_http_chathistory_embed.h"
 #include "ngx_http_chathistory_pg.h"
 #include "ngx_http_chathistory_record.h"
@@ -51,6 +52,10 @@ static ngx_conf_num_bounds_t  ngx_http_chathistory_queue_bounds = {
 static ngx_conf_post_t  ngx_http_chathistory_flush_post = {
     ngx_http_chathistory_flush_bound
 };
+
+
+static ngx_str_t  ngx_http_chathistory_request_id_name =
+    ngx_string("request_id");
 
 
 static ngx_command_t  ngx_http_chathistory_commands[] = {
@@ -188,6 +193,20 @@ static ngx_command_t  ngx_http_chathistory_commands[] = {
       offsetof(ngx_http_chathistory_loc_conf_t, api_max_body),
       NULL },
 
+    { ngx_string("chathistory_cors_origin"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_chathistory_cors_origin,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("chathistory_cors_max_age"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chathistory_loc_conf_t, cors_max_age),
+      NULL },
+
       ngx_null_command
 };
 
@@ -230,7 +249,17 @@ ngx_http_chathistory_postconfiguration(ngx_conf_t *cf)
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_chathistory_module);
 
-    if (ngx_http_chathistory_api_init(cf) != NGX_OK) {
+    if (ngx_http_chathistory_api_init(cf) != NGX_OK
+        || ngx_http_chathistory_cors_init(cf) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    /* indexed, so that it is made once: the header, the body and the
+     * access log give the same */
+    cmcf->request_id_index = ngx_http_get_variable_index(cf,
+                                      &ngx_http_chathistory_request_id_name);
+    if (cmcf->request_id_index == NGX_ERROR) {
         return NGX_ERROR;
     }
 
@@ -336,6 +365,8 @@ ngx_http_chathistory_create_loc_conf(ngx_conf_t *cf)
 
     clcf->history_enabled = NGX_CONF_UNSET;
     clcf->api_max_body = NGX_CONF_UNSET_SIZE;
+    clcf->cors_origins = NGX_CONF_UNSET_PTR;
+    clcf->cors_max_age = NGX_CONF_UNSET;
 
     return clcf;
 }
@@ -360,6 +391,8 @@ ngx_http_chathistory_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_str_value(conf->embedding_url, prev->embedding_url, "");
     ngx_conf_merge_size_value(conf->api_max_body, prev->api_max_body,
                               16 * 1024);
+    ngx_conf_merge_ptr_value(conf->cors_origins, prev->cors_origins, NULL);
+    ngx_conf_merge_sec_value(conf->cors_max_age, prev->cors_max_age, 600);
 
     if (!conf->api) {
         return NGX_CONF_OK;

@@ -36,6 +36,9 @@ typedef struct {
     ngx_thread_pool_t          *thread_pool;
     ngx_flag_t                  capture_used;
     ngx_flag_t                  status_used;
+
+    /* $request_id, for the X-Request-Id header and the JSON errors */
+    ngx_int_t                   request_id_index;
 } ngx_http_chathistory_main_conf_t;
 
 
@@ -49,6 +52,11 @@ typedef struct {
     ngx_flag_t                  api;
     ngx_str_t                   api_prefix;     /* the location's name */
     size_t                      api_max_body;
+
+    /* chathistory_cors_origin: NULL for off, else the origins allowed
+     * (ngx_str_t), "*" among them for any */
+    ngx_array_t                *cors_origins;
+    time_t                      cors_max_age;
 } ngx_http_chathistory_loc_conf_t;
 
 

@@ -47,7 +47,7 @@ __DATA__
 --- response_body_like eval
 [
 qr/lock ok/,
-qr/^\{"error":\{"code":"unavailable","message":"the database is too busy to answer in time"\}\}$/,
+qr/^\{"error":\{"code":"unavailable","message":"the database is too busy to answer in time","request_id":"[0-9a-f]{32}"\}\}$/,
 qr/unlock ok/,
 qr/"id":"$ENV{TEST_NGINX_SESSION}"/,
 ]
@@ -127,7 +127,7 @@ qr/"id":"$ENV{TEST_NGINX_SESSION}"/,
 [
 qr/lock ok/,
 qr/abandon ok/,
-qr/^\{"error":\{"code":"unavailable","message":"the database is too busy to answer in time"\}\}$/,
+qr/^\{"error":\{"code":"unavailable","message":"the database is too busy to answer in time","request_id":"[0-9a-f]{32}"\}\}$/,
 qr/unlock ok/,
 ]
 --- no_error_log

@@ -134,8 +134,8 @@ GET /v1/sessions
 --- response_headers
 WWW-Authenticate: Bearer realm="chathistory"
 Content-Type: application/json
---- response_body
-{"error":{"code":"unauthorized","message":"an API key is required"}}
+--- response_body_like eval
+Chathistory::error_like(q{unauthorized}, q{an API key is required})
 
 
 
@@ -147,8 +147,8 @@ Authorization: Basic dXNlcjpwYXNz
 --- error_code: 401
 --- response_headers
 WWW-Authenticate: Bearer realm="chathistory", error="invalid_token"
---- response_body
-{"error":{"code":"unauthorized","message":"the Authorization header is not a Bearer token"}}
+--- response_body_like eval
+Chathistory::error_like(q{unauthorized}, q{the Authorization header is not a Bearer token})
 
 
 
@@ -160,8 +160,8 @@ WWW-Authenticate: Bearer realm="chathistory", error="invalid_token"
  "Authorization: Bearer\nX-API-Key: $::KB"]
 --- error_code eval
 [401, 401]
---- response_body eval
-[('{"error":{"code":"unauthorized","message":"the Authorization header is not a Bearer token"}}' . "\n") x 2]
+--- response_body_like eval
+[(Chathistory::error_like(q{unauthorized}, q{the Authorization header is not a Bearer token})) x 2]
 
 
 
@@ -175,8 +175,8 @@ WWW-Authenticate: Bearer realm="chathistory", error="invalid_token"
  "X-API-Key: a\x7fb"]
 --- error_code eval
 [401, 401, 401, 401]
---- response_body eval
-[('{"error":{"code":"unauthorized","message":"the API key is malformed"}}' . "\n") x 4]
+--- response_body_like eval
+[(Chathistory::error_like(q{unauthorized}, q{the API key is malformed})) x 4]
 
 
 
@@ -189,8 +189,8 @@ WWW-Authenticate: Bearer realm="chathistory", error="invalid_token"
 [401, 401, 401]
 --- response_headers eval
 [('WWW-Authenticate: Bearer realm="chathistory", error="invalid_token"') x 3]
---- response_body eval
-[('{"error":{"code":"unauthorized","message":"the API key is not valid"}}' . "\n") x 3]
+--- response_body_like eval
+[(Chathistory::error_like(q{unauthorized}, q{the API key is not valid})) x 3]
 
 
 
@@ -247,7 +247,7 @@ WWW-Authenticate: Bearer realm="chathistory", error="invalid_token"
 --- error_code eval
 [403, 403, 200, 201, 201]
 --- response_body_like eval
-[qr/^\{"error":\{"code":"forbidden","message":"org_id is not the organization of the key"\}\}$/,
+[qr/^\{"error":\{"code":"forbidden","message":"org_id is not the organization of the key","request_id":"[0-9a-f]{32}"\}\}$/,
  qr/"code":"forbidden"/,
  qr/"org_id":"$::A"/,
  qr/"org_id":"$::A"/,
@@ -393,7 +393,7 @@ chathistory auth: looked up
 [200, 401, 200, 200, 401, 503, 503, 200, 200]
 --- response_body_like eval
 [qr/ok/, qr/not valid/, qr/stop ok/, qr/ok/, qr/not valid/,
- qr/^\{"error":\{"code":"unavailable","message":"the database is unreachable"\}\}$/,
+ qr/^\{"error":\{"code":"unavailable","message":"the database is unreachable","request_id":"[0-9a-f]{32}"\}\}$/,
  qr/"code":"unavailable"/, qr/start ok/, qr/ok/]
 --- response_headers eval
 ["X-Org: $::A", "", "", "X-Org: $::A", "", "!WWW-Authenticate", "!WWW-Authenticate", "", "X-Org: $::B"]

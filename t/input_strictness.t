@@ -60,12 +60,12 @@ __DATA__
  "POST /api/sessions\n{\"ti\\u0000tle\": \"abc\"}"]
 --- error_code eval
 [400, 400, 400, 400, 400]
---- response_body eval
-[qq{{"error":{"code":"invalid_request","message":"\\"title\\" holds \\\\u0000, which text cannot store"}}\n},
- qq{{"error":{"code":"invalid_request","message":"\\"title\\" holds \\\\u0000, which text cannot store"}}\n},
- qq{{"error":{"code":"invalid_request","message":"\\"query\\" holds \\\\u0000, which text cannot store"}}\n},
- qq{{"error":{"code":"invalid_request","message":"\\"deep\\" holds \\\\u0000, which text cannot store"}}\n},
- qq{{"error":{"code":"invalid_request","message":"a string of the body holds \\\\u0000, which text cannot store"}}\n}]
+--- response_body_like eval
+[Chathistory::request_id_like(qq{{"error":{"code":"invalid_request","message":"\\"title\\" holds \\\\u0000, which text cannot store","request_id":"__REQUEST_ID__"}}\n}),
+ Chathistory::request_id_like(qq{{"error":{"code":"invalid_request","message":"\\"title\\" holds \\\\u0000, which text cannot store","request_id":"__REQUEST_ID__"}}\n}),
+ Chathistory::request_id_like(qq{{"error":{"code":"invalid_request","message":"\\"query\\" holds \\\\u0000, which text cannot store","request_id":"__REQUEST_ID__"}}\n}),
+ Chathistory::request_id_like(qq{{"error":{"code":"invalid_request","message":"\\"deep\\" holds \\\\u0000, which text cannot store","request_id":"__REQUEST_ID__"}}\n}),
+ Chathistory::request_id_like(qq{{"error":{"code":"invalid_request","message":"a string of the body holds \\\\u0000, which text cannot store","request_id":"__REQUEST_ID__"}}\n})]
 
 
 
@@ -76,10 +76,10 @@ __DATA__
  "POST /api/search\n{\"query\": \"tab\there\"}"]
 --- error_code eval
 [400, 400, 400]
---- response_body eval
-[qq{{"error":{"code":"invalid_request","message":"\\"title\\" holds a raw control character, which JSON strings must escape"}}\n},
- qq{{"error":{"code":"invalid_request","message":"\\"title\\" holds a raw control character, which JSON strings must escape"}}\n},
- qq{{"error":{"code":"invalid_request","message":"\\"query\\" holds a raw control character, which JSON strings must escape"}}\n}]
+--- response_body_like eval
+[Chathistory::request_id_like(qq{{"error":{"code":"invalid_request","message":"\\"title\\" holds a raw control character, which JSON strings must escape","request_id":"__REQUEST_ID__"}}\n}),
+ Chathistory::request_id_like(qq{{"error":{"code":"invalid_request","message":"\\"title\\" holds a raw control character, which JSON strings must escape","request_id":"__REQUEST_ID__"}}\n}),
+ Chathistory::request_id_like(qq{{"error":{"code":"invalid_request","message":"\\"query\\" holds a raw control character, which JSON strings must escape","request_id":"__REQUEST_ID__"}}\n})]
 
 
 
@@ -111,13 +111,13 @@ __DATA__
  "POST /api/search\n{\"query\": \"a\", \"to\": 20260101}"]
 --- error_code eval
 [400, 400, 400, 400, 400, 400]
---- response_body eval
-[qq{{"error":{"code":"invalid_request","message":"from has a UTC offset beyond 15:59"}}\n},
- qq{{"error":{"code":"invalid_request","message":"to has a UTC offset beyond 15:59"}}\n},
- qq{{"error":{"code":"invalid_request","message":"from has the year 0000, and years start at 0001"}}\n},
- qq{{"error":{"code":"invalid_request","message":"to has the year 0000, and years start at 0001"}}\n},
- qq{{"error":{"code":"invalid_request","message":"from is not an RFC 3339 time such as \\"2026-01-31T12:00:00Z\\""}}\n},
- qq{{"error":{"code":"invalid_request","message":"to is not a string"}}\n}]
+--- response_body_like eval
+[Chathistory::request_id_like(qq{{"error":{"code":"invalid_request","message":"from has a UTC offset beyond 15:59","request_id":"__REQUEST_ID__"}}\n}),
+ Chathistory::request_id_like(qq{{"error":{"code":"invalid_request","message":"to has a UTC offset beyond 15:59","request_id":"__REQUEST_ID__"}}\n}),
+ Chathistory::request_id_like(qq{{"error":{"code":"invalid_request","message":"from has the year 0000, and years start at 0001","request_id":"__REQUEST_ID__"}}\n}),
+ Chathistory::request_id_like(qq{{"error":{"code":"invalid_request","message":"to has the year 0000, and years start at 0001","request_id":"__REQUEST_ID__"}}\n}),
+ Chathistory::request_id_like(qq{{"error":{"code":"invalid_request","message":"from is not an RFC 3339 time such as \\"2026-01-31T12:00:00Z\\"","request_id":"__REQUEST_ID__"}}\n}),
+ Chathistory::request_id_like(qq{{"error":{"code":"invalid_request","message":"to is not a string","request_id":"__REQUEST_ID__"}}\n})]
 
 
 

@@ -89,8 +89,8 @@ HEAD /api/sessions/0190a000-0000-7000-8000-0000000000a1/messages/0190a000-0000-7
 --- request
 GET /api/sessions/0190a000-0000-7000-8000-0000000000a1/messages/0190a000-0000-7000-8000-00000000a102/audio
 --- error_code: 404
---- response_body
-{"error":{"code":"not_found","message":"the message has no audio"}}
+--- response_body_like eval
+Chathistory::error_like(q{not_found}, q{the message has no audio})
 
 
 
@@ -98,8 +98,8 @@ GET /api/sessions/0190a000-0000-7000-8000-0000000000a1/messages/0190a000-0000-70
 --- request
 GET /api/sessions/0190a000-0000-7000-8000-0000000000a1/messages/0190a000-0000-7000-8000-00000000a103/audio
 --- error_code: 404
---- response_body
-{"error":{"code":"not_found","message":"the message has no audio"}}
+--- response_body_like eval
+Chathistory::error_like(q{not_found}, q{the message has no audio})
 --- error_log
 is missing
 --- no_error_log
@@ -112,8 +112,8 @@ is missing
 --- request
 GET /api/sessions/0190a000-0000-7000-8000-0000000000a2/messages/0190a000-0000-7000-8000-00000000a101/audio
 --- error_code: 404
---- response_body
-{"error":{"code":"not_found","message":"no such message"}}
+--- response_body_like eval
+Chathistory::error_like(q{not_found}, q{no such message})
 
 
 
@@ -125,10 +125,10 @@ GET /api/sessions/0190a000-0000-7000-8000-0000000000a2/messages/0190a000-0000-70
 ]
 --- error_code eval
 [400, 404]
---- response_body eval
+--- response_body_like eval
 [
-qq({"error":{"code":"invalid_request","message":"the id in the path is not a UUID"}}\n),
-qq({"error":{"code":"not_found","message":"no such resource"}}\n),
+Chathistory::error_like(q{invalid_request}, q{the id in the path is not a UUID}),
+Chathistory::error_like(q{not_found}, q{no such resource}),
 ]
 
 

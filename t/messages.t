@@ -95,8 +95,8 @@ GET /api/sessions/0190a000-0000-7000-8000-0000000000e2/messages
 --- request
 GET /api/sessions/0190a000-0000-7000-8000-00000000dead/messages
 --- error_code: 404
---- response_body
-{"error":{"code":"not_found","message":"no such session"}}
+--- response_body_like eval
+Chathistory::error_like(q{not_found}, q{no such session})
 
 
 
@@ -110,12 +110,12 @@ GET /api/sessions/0190a000-0000-7000-8000-00000000dead/messages
 ]
 --- error_code eval
 [400, 400, 400, 400]
---- response_body eval
+--- response_body_like eval
 [
-qq({"error":{"code":"invalid_request","message":"order must be asc or desc"}}\n),
-qq({"error":{"code":"invalid_request","message":"limit must be an integer from 1 to 100"}}\n),
-qq({"error":{"code":"invalid_request","message":"the cursor is not valid"}}\n),
-qq({"error":{"code":"invalid_request","message":"the id in the path is not a UUID"}}\n),
+Chathistory::error_like(q{invalid_request}, q{order must be asc or desc}),
+Chathistory::error_like(q{invalid_request}, q{limit must be an integer from 1 to 100}),
+Chathistory::error_like(q{invalid_request}, q{the cursor is not valid}),
+Chathistory::error_like(q{invalid_request}, q{the id in the path is not a UUID}),
 ]
 
 

@@ -234,7 +234,7 @@ qr/^\{"data":\[\{"message":\{"id":"0190a000-0000-7000-8000-000000000613",.*"scor
 --- config eval: main::conf('openai', 'text-embedding-3-small', "proxy_pass http://127.0.0.1:$::KEYED_PORT/v1/embeddings;")
 --- request eval: main::search('b1', 'Where is the nearest pharmacy')
 --- error_code: 503
---- response_body_like: ^\{"error":\{"code":"unavailable","message":"the embedding server refused the query"\}\}$
+--- response_body_like: ^\{"error":\{"code":"unavailable","message":"the embedding server refused the query","request_id":"[0-9a-f]{32}"\}\}$
 --- error_log
 refused the query with status 401
 
@@ -252,7 +252,7 @@ refused the query with status 401
 --- config eval: main::conf('ollama', 'all-minilm', "proxy_pass http://127.0.0.1:$::DOWN_PORT/api/embed;")
 --- request eval: main::search('a1', 'Where is the nearest pharmacy')
 --- error_code: 503
---- response_body_like: ^\{"error":\{"code":"unavailable","message":"the embedding server is unreachable"\}\}$
+--- response_body_like: ^\{"error":\{"code":"unavailable","message":"the embedding server is unreachable","request_id":"[0-9a-f]{32}"\}\}$
 --- error_log
 Connection refused
 is unreachable

@@ -66,7 +66,7 @@ Content-Type: application/json
 --- response_headers
 Content-Type: application/json
 --- response_body_like eval
-qr/^\{"id":"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}","org_id":"$ENV{TEST_NGINX_DEFAULT_ORG}","title":null,"source_lang":"en","target_lang":"es","audio_enabled":false,"created_at":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z","updated_at":"[^"]+","expires_at":null,"message_count":0\}$/
+qr/^\{"id":"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}","org_id":"$ENV{TEST_NGINX_DEFAULT_ORG}","title":null,"source_lang":"en","target_lang":"es","audio_enabled":false,"user_id":null,"metadata":null,"created_at":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z","updated_at":"[^"]+","expires_at":null,"message_count":0\}$/
 
 
 
@@ -93,8 +93,8 @@ POST /api/sessions
 POST /api/sessions
 {"source_lang": "en", "target_lang": "de", "org_id": "0190a000-0000-7000-8000-00000000dead"}
 --- error_code: 404
---- response_body
-{"error":{"code":"not_found","message":"no such organization"}}
+--- response_body_like eval
+Chathistory::error_like(q{not_found}, q{no such organization})
 
 
 
@@ -103,8 +103,8 @@ POST /api/sessions
 POST /api/sessions
 {"source_lang": "en", "target_lang":
 --- error_code: 400
---- response_body
-{"error":{"code":"invalid_request","message":"the body must be a JSON object"}}
+--- response_body_like eval
+Chathistory::error_like(q{invalid_request}, q{the body must be a JSON object})
 
 
 
@@ -139,8 +139,8 @@ POST /api/sessions
 POST /api/sessions
 {"target_lang": "es"}
 --- error_code: 400
---- response_body
-{"error":{"code":"invalid_request","message":"source_lang is required"}}
+--- response_body_like eval
+Chathistory::error_like(q{invalid_request}, q{source_lang is required})
 
 
 
@@ -149,8 +149,8 @@ POST /api/sessions
 POST /api/sessions
 {"source_lang": "es", "target_lang": null}
 --- error_code: 400
---- response_body
-{"error":{"code":"invalid_request","message":"target_lang is required"}}
+--- response_body_like eval
+Chathistory::error_like(q{invalid_request}, q{target_lang is required})
 
 
 
@@ -159,8 +159,8 @@ POST /api/sessions
 POST /api/sessions
 {"source_lang": "english!", "target_lang": "es"}
 --- error_code: 400
---- response_body
-{"error":{"code":"invalid_request","message":"source_lang must be a BCP 47 language tag such as \"en\" or \"pt-BR\""}}
+--- response_body_like eval
+Chathistory::error_like(q{invalid_request}, q{source_lang must be a BCP 47 language tag such as \"en\" or \"pt-BR\"})
 
 
 
@@ -185,8 +185,8 @@ POST /api/sessions
 POST /api/sessions
 {"source_lang": "en", "target_lang": "es", "audio_enabled": "yes"}
 --- error_code: 400
---- response_body
-{"error":{"code":"invalid_request","message":"audio_enabled must be true or false"}}
+--- response_body_like eval
+Chathistory::error_like(q{invalid_request}, q{audio_enabled must be true or false})
 
 
 
@@ -212,8 +212,8 @@ POST /api/sessions
 POST /api/sessions
 {"source_lang": "en", "target_lang": "es", "colour": "red"}
 --- error_code: 400
---- response_body
-{"error":{"code":"invalid_request","message":"the body has an unknown field"}}
+--- response_body_like eval
+Chathistory::error_like(q{invalid_request}, q{the body has an unknown field})
 
 
 
@@ -222,8 +222,8 @@ POST /api/sessions
 POST /api/sessions
 {"source_lang": "en", "target_lang": "es", "org_id": "default"}
 --- error_code: 400
---- response_body
-{"error":{"code":"invalid_request","message":"org_id must be a UUID"}}
+--- response_body_like eval
+Chathistory::error_like(q{invalid_request}, q{org_id must be a UUID})
 
 
 
@@ -231,8 +231,8 @@ POST /api/sessions
 --- request eval
 "POST /api/sessions\n{\"source_lang\": \"en\", \"target_lang\": \"es\", \"title\": \"" . ("x" x 17000) . "\"}"
 --- error_code: 413
---- response_body
-{"error":{"code":"payload_too_large","message":"the body is too large"}}
+--- response_body_like eval
+Chathistory::error_like(q{payload_too_large}, q{the body is too large})
 
 
 
@@ -257,8 +257,8 @@ source_lang=en&target_lang=es
 --- more_headers
 Content-Type: application/x-www-form-urlencoded
 --- error_code: 415
---- response_body
-{"error":{"code":"unsupported_media_type","message":"the body must be application/json"}}
+--- response_body_like eval
+Chathistory::error_like(q{unsupported_media_type}, q{the body must be application/json})
 
 
 
@@ -301,8 +301,8 @@ HEAD /api/sessions/0190a000-0000-7000-8000-000000000001
 --- request
 GET /api/sessions/0190a000-0000-7000-8000-00000000dead
 --- error_code: 404
---- response_body
-{"error":{"code":"not_found","message":"no such session"}}
+--- response_body_like eval
+Chathistory::error_like(q{not_found}, q{no such session})
 
 
 
@@ -311,8 +311,8 @@ GET /api/sessions/0190a000-0000-7000-8000-00000000dead
 ["GET /api/sessions/42", "GET /api/sessions/0190a000-0000-7000-8000-00000000000g", "DELETE /api/sessions/0190a000x0000-7000-8000-000000000001", "PATCH /api/sessions/%27%20OR%201=1\n{}"]
 --- error_code eval
 [400, 400, 400, 400]
---- response_body eval
-[(qq({"error":{"code":"invalid_request","message":"the id in the path is not a UUID"}}\n)) x 4]
+--- response_body_like eval
+[(Chathistory::error_like(q{invalid_request}, q{the id in the path is not a UUID})) x 4]
 
 
 
@@ -348,8 +348,8 @@ PATCH /api/sessions/0190a000-0000-7000-8000-000000000002
 PATCH /api/sessions/0190a000-0000-7000-8000-000000000002
 {"source_lang": "fr"}
 --- error_code: 400
---- response_body
-{"error":{"code":"invalid_request","message":"only title and audio_enabled can be changed"}}
+--- response_body_like eval
+Chathistory::error_like(q{invalid_request}, q{only title, audio_enabled, user_id and metadata can be changed})
 
 
 
@@ -358,8 +358,8 @@ PATCH /api/sessions/0190a000-0000-7000-8000-000000000002
 PATCH /api/sessions/0190a000-0000-7000-8000-000000000002
 {}
 --- error_code: 400
---- response_body
-{"error":{"code":"invalid_request","message":"give title or audio_enabled to change"}}
+--- response_body_like eval
+Chathistory::error_like(q{invalid_request}, q{give title, audio_enabled, user_id or metadata to change})
 
 
 
@@ -385,8 +385,8 @@ PATCH /api/sessions/0190a000-0000-7000-8000-00000000dead
 ["DELETE /api/sessions/$ENV{TEST_NGINX_S}03", "GET /api/sessions/$ENV{TEST_NGINX_S}03", "DELETE /api/sessions/$ENV{TEST_NGINX_S}03"]
 --- error_code eval
 [204, 404, 404]
---- response_body eval
-["", qq({"error":{"code":"not_found","message":"no such session"}}\n), qq({"error":{"code":"not_found","message":"no such session"}}\n)]
+--- response_body_like eval
+["", Chathistory::error_like(q{not_found}, q{no such session}), Chathistory::error_like(q{not_found}, q{no such session})]
 
 
 
@@ -397,8 +397,8 @@ PUT /api/sessions
 --- error_code: 405
 --- response_headers
 Allow: GET, HEAD, POST
---- response_body
-{"error":{"code":"method_not_allowed","message":"this method is not allowed on the resource"}}
+--- response_body_like eval
+Chathistory::error_like(q{method_not_allowed}, q{this method is not allowed on the resource})
 
 
 
@@ -416,8 +416,8 @@ Allow: GET, HEAD, PATCH, DELETE
 --- request
 GET /api/nothing/here
 --- error_code: 404
---- response_body
-{"error":{"code":"not_found","message":"no such resource"}}
+--- response_body_like eval
+Chathistory::error_like(q{not_found}, q{no such resource})
 
 
 
@@ -458,8 +458,8 @@ GET /api/sessions?limit=100
 ["GET /api/sessions?limit=0", "GET /api/sessions?limit=101", "GET /api/sessions?limit=ten", "GET /api/sessions?limit=-1", "GET /api/sessions?limit="]
 --- error_code eval
 [400, 400, 400, 400, 400]
---- response_body eval
-[(qq({"error":{"code":"invalid_request","message":"limit must be an integer from 1 to 100"}}\n)) x 5]
+--- response_body_like eval
+[(Chathistory::error_like(q{invalid_request}, q{limit must be an integer from 1 to 100})) x 5]
 
 
 
@@ -468,8 +468,8 @@ GET /api/sessions?limit=100
 ["GET /api/sessions?cursor=bm9wZQ", "GET /api/sessions?cursor=!!!", "GET /api/sessions?cursor=djEuMTIzLm5vdC1hLXV1aWQ"]
 --- error_code eval
 [400, 400, 400]
---- response_body eval
-[(qq({"error":{"code":"invalid_request","message":"the cursor is not valid"}}\n)) x 3]
+--- response_body_like eval
+[(Chathistory::error_like(q{invalid_request}, q{the cursor is not valid})) x 3]
 
 
 
@@ -477,8 +477,8 @@ GET /api/sessions?limit=100
 --- request
 GET /api/sessions?org_id=nope
 --- error_code: 400
---- response_body
-{"error":{"code":"invalid_request","message":"org_id must be a UUID"}}
+--- response_body_like eval
+Chathistory::error_like(q{invalid_request}, q{org_id must be a UUID})
 
 
 

@@ -8,6 +8,7 @@
 
 #include "ngx_http_chathistory_api.h"
 #include "ngx_http_chathistory_auth.h"
+#include "ngx_http_chathistory_cors.h"
 #include "ngx_http_chathistory_counters.h"
 #include "ngx_http_chathistory_json.h"
 #include "ngx_http_chathistory_validate.h"
@@ -77,6 +78,10 @@ static ngx_http_chathistory_route_t  ngx_http_chathistory_routes[] = {
     { "settings/retention", "GET, HEAD, PUT",
       { { NGX_HTTP_GET|NGX_HTTP_HEAD, ngx_http_chathistory_retention_get },
         { NGX_HTTP_PUT, ngx_http_chathistory_retention_set },
+        { 0, NULL } } },
+
+    { "health", "GET, HEAD",
+      { { NGX_HTTP_GET|NGX_HTTP_HEAD, ngx_http_chathistory_health },
         { 0, NULL } } },
 
     { NULL, NULL, { { 0, NULL } } }
@@ -163,6 +168,10 @@ ngx_http_chathistory_api_handler(ngx_http_request_t *r)
     }
 
     ctx->route = rt - ngx_http_chathistory_routes + 1;
+
+    if (ngx_http_chathistory_cors_preflight(r)) {
+        return ngx_http_chathistory_cors_answer(r, rt->allow);
+    }
 
     for (m = rt->methods; m->method; m++) {
         if (m->method & r->method) {

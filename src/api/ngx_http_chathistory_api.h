@@ -94,6 +94,21 @@ ngx_int_t ngx_http_chathistory_api_org_named(ngx_http_request_t *r,
 ngx_int_t ngx_http_chathistory_api_uuid(ngx_http_request_t *r, cJSON *item,
     ngx_str_t *arg, const char *name, const char **id);
 
+/* user_id and metadata of the body (or of the query when arg is set) */
+ngx_int_t ngx_http_chathistory_api_user_id(ngx_http_request_t *r,
+    cJSON *item, ngx_str_t *arg, const char **user_id);
+ngx_int_t ngx_http_chathistory_api_metadata(ngx_http_request_t *r,
+    cJSON *item, ngx_str_t *arg, const char **metadata);
+
+/* the ETag of a representation from its digest; the tags of If-Match
+ * or If-None-Match (NULL for "*") and whether a digest is among them */
+ngx_int_t ngx_http_chathistory_api_etag(ngx_http_request_t *r,
+    const char *digest);
+ngx_int_t ngx_http_chathistory_api_etags(ngx_http_request_t *r,
+    ngx_table_elt_t *h, ngx_uint_t weak, const char **tags);
+ngx_uint_t ngx_http_chathistory_api_etag_in(const char *tags,
+    const char *digest);
+
 /* answer with a statement's one JSON row, 404 with "missing" if none */
 void ngx_http_chathistory_api_answer_row(ngx_http_chathistory_pg_query_t *q,
     PGresult *res, ngx_uint_t status, const char *missing);
@@ -113,6 +128,7 @@ ngx_int_t ngx_http_chathistory_message_audio(ngx_http_request_t *r);
 ngx_int_t ngx_http_chathistory_search(ngx_http_request_t *r);
 ngx_int_t ngx_http_chathistory_retention_get(ngx_http_request_t *r);
 ngx_int_t ngx_http_chathistory_retention_set(ngx_http_request_t *r);
+ngx_int_t ngx_http_chathistory_health(ngx_http_request_t *r);
 
 
 #endif /* _NGX_HTTP_CHATHISTORY_API_H_INCLUDED_ */

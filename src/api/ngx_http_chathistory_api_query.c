@@ -18,6 +18,7 @@
 
 static ngx_int_t ngx_http_chathistory_api_cursor(ngx_http_request_t *r,
     const char *micros, const char *id, ngx_str_t *out);
+static ngx_uint_t ngx_http_chathistory_api_hex(u_char *p, size_t len);
 
 
 ngx_int_t
@@ -466,3 +467,242 @@ ngx_http_chathistory_api_sessions_url(ngx_http_request_t *r, ngx_str_t *url)
     return NGX_OK;
 }
 
+
+
+/*
+ * A user_id member of the body (item), or the query argument when arg is
+ * set: 1 to 200 printable characters, in *user_id; NULL when absent or
+ * null; 400 otherwise.
+ */
+ngx_int_t
+ngx_http_chathistory_api_user_id(ngx_http_request_t *r, cJSON *item,
+    ngx_str_t *arg, const char **user_id)
+{
+    u_char  *p;
+    size_t   len;
+
+    *user_id = NULL;
+
+    if (arg == NULL && (item == NULL || cJSON_IsNull(item))) {
+        return NGX_OK;
+    }
+
+    if (arg != NULL) {
+        p = arg->data;
+        len = arg->len;
+
+    } else if (cJSON_IsString(item)) {
+        p = (u_char *) item->valuestring;
+        len = ngx_strlen(item->valuestring);
+
+    } else {
+        p = NULL;
+        len = 0;
+    }
+
+    if (p == NULL
+        || ngx_http_chathistory_user_id_valid(p, len,
+                                   NGX_HTTP_CHATHISTORY_USER_ID_MAX) != NGX_OK)
+    {
+        return ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST,
+                   "user_id must be 1 to 200 printable characters of UTF-8");
+    }
+
+    *user_id = (arg != NULL) ? (char *) arg->data : item->valuestring;
+
+    return NGX_OK;
+}
+
+
+/*
+ * A metadata member of the body (item), or the query argument (URL-encoded
+ * JSON) when arg is set: a JSON object of at most 8 KiB as compact JSON,
+ * whose text goes in *metadata; NULL when absent or null; 400 otherwise.
+ */
+ngx_int_t
+ngx_http_chathistory_api_metadata(ngx_http_request_t *r, cJSON *item,
+    ngx_str_t *arg, const char **metadata)
+{
+    char    *text;
+    size_t   len;
+
+    *metadata = NULL;
+
+    if (arg != NULL) {
+        item = ngx_http_chathistory_json_parse(r, arg);
+
+        if (item == NULL || !cJSON_IsObject(item)) {
+            return ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST,
+                   "metadata must be a URL-encoded JSON object");
+        }
+
+    } else if (item == NULL || cJSON_IsNull(item)) {
+        return NGX_OK;
+    }
+
+    if (!cJSON_IsObject(item)) {
+        return ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST,
+                   "metadata must be a JSON object");
+    }
+
+    text = cJSON_PrintUnformatted(item);
+    if (text == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    len = ngx_strlen(text);
+
+    if (len <= NGX_HTTP_CHATHISTORY_METADATA_MAX) {
+        *metadata = ngx_http_chathistory_strdup(r->pool, text);
+    }
+
+    cJSON_free(text);
+
+    if (len > NGX_HTTP_CHATHISTORY_METADATA_MAX) {
+        return ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST,
+                   "metadata must be at most 8192 bytes as compact JSON");
+    }
+
+    return (*metadata != NULL) ? NGX_OK : NGX_HTTP_INTERNAL_SERVER_ERROR;
+}
+
+
+/* ETag: the quoted digest a statement gave with the representation. */
+ngx_int_t
+ngx_http_chathistory_api_etag(ngx_http_request_t *r, const char *digest)
+{
+    u_char           *p;
+    size_t            len;
+    ngx_table_elt_t  *h;
+
+    len = ngx_strlen(digest);
+
+    h = ngx_list_push(&r->headers_out.headers);
+    p = ngx_pnalloc(r->pool, len + 2);
+
+    if (h == NULL || p == NULL) {
+        return NGX_ERROR;
+    }
+
+    p[0] = '"';
+    ngx_memcpy(p + 1, digest, len);
+    p[len + 1] = '"';
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "ETag");
+    h->value.data = p;
+    h->value.len = len + 2;
+
+    r->headers_out.etag = h;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The entity tags of an If-Match or If-None-Match header as a list of the
+ * digests they quote, comma-separated (they are hex: no quoting needed),
+ * into *tags; NULL for "*". Weak tags count only when weak is set (the
+ * weak comparison of If-None-Match); what is no tag of ours is left out,
+ * as it can match nothing.
+ */
+ngx_int_t
+ngx_http_chathistory_api_etags(ngx_http_request_t *r, ngx_table_elt_t *h,
+    ngx_uint_t weak, const char **tags)
+{
+    u_char  *p, *last, *out, *start, *end;
+
+    p = h->value.data;
+    last = p + h->value.len;
+
+    out = ngx_pnalloc(r->pool, h->value.len + 1);
+    if (out == NULL) {
+        return NGX_ERROR;
+    }
+
+    *tags = (char *) out;
+    start = out;
+
+    while (p < last) {
+        while (p < last && (*p == ' ' || *p == '\t' || *p == ',')) {
+            p++;
+        }
+
+        if (p < last && *p == '*') {
+            *tags = NULL;
+            return NGX_OK;
+        }
+
+        if (last - p > 2 && p[0] == 'W' && p[1] == '/') {
+            p += 2;
+
+            if (!weak) {
+                p = ngx_strlchr(p + 1, last, '"');
+                p = (p == NULL) ? last : p + 1;
+                continue;
+            }
+        }
+
+        if (p == last || *p != '"') {
+            p = ngx_strlchr(p, last, ',');
+            p = (p == NULL) ? last : p;
+            continue;
+        }
+
+        end = ngx_strlchr(p + 1, last, '"');
+        if (end == NULL) {
+            break;
+        }
+
+        if (end - p - 1 == 32 && ngx_http_chathistory_api_hex(p + 1, 32)) {
+            if (out != start) {
+                *out++ = ',';
+            }
+
+            out = ngx_cpymem(out, p + 1, 32);
+        }
+
+        p = end + 1;
+    }
+
+    *out = '\0';
+
+    return NGX_OK;
+}
+
+
+static ngx_uint_t
+ngx_http_chathistory_api_hex(u_char *p, size_t len)
+{
+    while (len--) {
+        if (!isxdigit(*p++)) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/* Whether a digest (32 hex digits) is in a list that _etags() made. */
+ngx_uint_t
+ngx_http_chathistory_api_etag_in(const char *tags, const char *digest)
+{
+    const char  *p;
+
+    if (tags == NULL) {
+        return 1;
+    }
+
+    for (p = tags; ngx_strlen(p) >= 32; p += 33) {
+        if (ngx_strncmp(p, digest, 32) == 0) {
+            return 1;
+        }
+
+        if (p[32] == '\0') {
+            break;
+        }
+    }
+
+    return 0;
+}

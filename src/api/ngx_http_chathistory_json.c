@@ -5,6 +5,7 @@
 
 
 #include "ngx_http_chathistory_json.h"
+#include "ngx_http_chathistory_module.h"
 
 
 typedef struct {
@@ -26,6 +27,7 @@ static ngx_http_chathistory_error_code_t  ngx_http_chathistory_error_codes[] = {
     { NGX_HTTP_NOT_FOUND, "not_found" },
     { NGX_HTTP_NOT_ALLOWED, "method_not_allowed" },
     { NGX_HTTP_CONFLICT, "conflict" },
+    { NGX_HTTP_PRECONDITION_FAILED, "precondition_failed" },
     { NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, "payload_too_large" },
     { NGX_HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type" },
     { 429, "rate_limited" },
@@ -271,28 +273,34 @@ ngx_http_chathistory_send_text(ngx_http_request_t *r, ngx_uint_t status,
 }
 
 
-/* {"error": {"code": ..., "message": ...}}; messages are our own text */
+/*
+ * {"error": {"code": ..., "message": ..., "request_id": ...}}; messages are
+ * our own text, the request id is nginx's $request_id (hex), as in the
+ * X-Request-Id header and the access log.
+ */
 ngx_int_t
 ngx_http_chathistory_send_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *message)
 {
     u_char      *p, *last;
-    ngx_str_t    msg;
+    ngx_str_t    msg, id;
     const char  *code;
 
-    if (ngx_http_chathistory_json_string(r, &msg, message) != NGX_OK) {
+    if (ngx_http_chathistory_json_string(r, &msg, message) != NGX_OK
+        || ngx_http_chathistory_request_id(r, &id) != NGX_OK)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     code = ngx_http_chathistory_error_code(status);
 
-    p = ngx_pnalloc(r->pool, msg.len + ngx_strlen(code) + 64);
+    p = ngx_pnalloc(r->pool, msg.len + ngx_strlen(code) + id.len + 96);
     if (p == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    last = ngx_sprintf(p, "{\"error\":{\"code\":\"%s\",\"message\":%V}}",
-                       code, &msg);
+    last = ngx_sprintf(p, "{\"error\":{\"code\":\"%s\",\"message\":%V,"
+                       "\"request_id\":\"%V\"}}", code, &msg, &id);
 
     /* an error answer replaces whatever the handler had set */
     r->headers_out.content_length_n = -1;
@@ -317,6 +325,51 @@ ngx_http_chathistory_error_code(ngx_uint_t status)
     }
 
     return e->code;
+}
+
+
+/*
+ * The request's id: nginx's $request_id, through the index taken at
+ * configuration, so that it is made once and is the same everywhere.
+ */
+ngx_int_t
+ngx_http_chathistory_request_id(ngx_http_request_t *r, ngx_str_t *id)
+{
+    ngx_http_variable_value_t         *v;
+    ngx_http_chathistory_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_chathistory_module);
+
+    v = ngx_http_get_indexed_variable(r->main, cmcf->request_id_index);
+
+    if (v == NULL || v->not_found) {
+        return NGX_ERROR;
+    }
+
+    id->data = v->data;
+    id->len = v->len;
+
+    return NGX_OK;
+}
+
+
+/* 304: the representation the client has; its ETag is set already. */
+ngx_int_t
+ngx_http_chathistory_send_not_modified(ngx_http_request_t *r)
+{
+    ngx_int_t  rc;
+
+    r->headers_out.status = NGX_HTTP_NOT_MODIFIED;
+    r->headers_out.content_length_n = -1;
+    r->header_only = 1;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK) {
+        return rc;
+    }
+
+    return ngx_http_send_special(r, NGX_HTTP_LAST);
 }
 
 

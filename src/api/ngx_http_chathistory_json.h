@@ -33,6 +33,11 @@ ngx_int_t ngx_http_chathistory_send_text(ngx_http_request_t *r,
 ngx_int_t ngx_http_chathistory_send_error(ngx_http_request_t *r,
     ngx_uint_t status, const char *message);
 ngx_int_t ngx_http_chathistory_send_no_content(ngx_http_request_t *r);
+ngx_int_t ngx_http_chathistory_send_not_modified(ngx_http_request_t *r);
+
+/* nginx's $request_id of the request */
+ngx_int_t ngx_http_chathistory_request_id(ngx_http_request_t *r,
+    ngx_str_t *id);
 
 
 #endif /* _NGX_HTTP_CHATHISTORY_JSON_H_INCLUDED_ */

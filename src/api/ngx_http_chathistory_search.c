@@ -29,6 +29,8 @@ typedef struct {
     char        *target_lang;
     const char  *from;
     const char  *to;
+    const char  *user_id;
+    const char  *metadata;
     char         limit[NGX_INT_T_LEN + 1];
     const char  *url;
 } ngx_http_chathistory_search_t;
@@ -56,7 +58,7 @@ static void ngx_http_chathistory_search_done(
 
 static const char  *ngx_http_chathistory_search_members[] = {
     "query", "mode", "org_id", "session_id", "source_lang", "target_lang",
-    "from", "to", "limit", NULL
+    "from", "to", "limit", "user_id", "metadata", NULL
 };
 
 
@@ -103,7 +105,8 @@ static ngx_int_t
 ngx_http_chathistory_search_run(ngx_http_request_t *r, void *data,
     const char *vector, const char *model)
 {
-    const char                     *params[12];
+    ngx_uint_t                      n;
+    const char                     *params[14];
     ngx_http_chathistory_search_t  *s = data;
 
     params[0] = vector ? vector : s->query;
@@ -117,12 +120,18 @@ ngx_http_chathistory_search_run(ngx_http_request_t *r, void *data,
     params[7] = s->to;
     params[8] = s->limit;
     params[9] = s->url;
-    params[10] = s->query;
-    params[11] = s->source_lang ? s->source_lang : s->target_lang;
+    n = 10;
 
-    return ngx_http_chathistory_api_query(r, s->stmt, params,
-                   s->stmt == NGX_HTTP_CHATHISTORY_SQL_SEARCH_HYBRID ? 12 : 10,
-                   ngx_http_chathistory_search_done);
+    if (s->stmt == NGX_HTTP_CHATHISTORY_SQL_SEARCH_HYBRID) {
+        params[n++] = s->query;
+        params[n++] = s->source_lang ? s->source_lang : s->target_lang;
+    }
+
+    params[n++] = s->user_id;
+    params[n++] = s->metadata;
+
+    return ngx_http_chathistory_api_query(r, s->stmt, params, n,
+                                          ngx_http_chathistory_search_done);
 }
 
 
@@ -219,7 +228,8 @@ ngx_http_chathistory_search_query(ngx_http_request_t *r, cJSON *body,
 }
 
 
-/* org_id (the caller's own only, on /v1) and session_id. */
+/* org_id (the caller's own only, on /v1), session_id, and the sessions'
+ * user_id and metadata. */
 static ngx_int_t
 ngx_http_chathistory_search_ids(ngx_http_request_t *r, cJSON *body,
     ngx_http_chathistory_search_t *s)
@@ -231,9 +241,23 @@ ngx_http_chathistory_search_ids(ngx_http_request_t *r, cJSON *body,
         return rc;
     }
 
-    return ngx_http_chathistory_api_uuid(r,
+    rc = ngx_http_chathistory_api_uuid(r,
                           cJSON_GetObjectItemCaseSensitive(body, "session_id"),
                           NULL, "session_id", &s->session);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    rc = ngx_http_chathistory_api_user_id(r,
+                             cJSON_GetObjectItemCaseSensitive(body, "user_id"),
+                             NULL, &s->user_id);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    return ngx_http_chathistory_api_metadata(r,
+                            cJSON_GetObjectItemCaseSensitive(body, "metadata"),
+                            NULL, &s->metadata);
 }
 
 

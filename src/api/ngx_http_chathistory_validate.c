@@ -199,6 +199,42 @@ ngx_http_chathistory_text_valid(const char *s, size_t max)
 }
 
 
+/*
+ * An end user's id: 1 to max characters of UTF-8, none of them a control
+ * character (C0, DEL, C1), which would only hide in logs and screens.
+ */
+ngx_int_t
+ngx_http_chathistory_user_id_valid(u_char *p, size_t len, size_t max)
+{
+    u_char  *last;
+    size_t   n, chars;
+
+    last = p + len;
+
+    for (chars = 0; p < last; chars++) {
+        if (*p < 0x20 || *p == 0x7f) {
+            return NGX_DECLINED;
+        }
+
+        if (*p < 0x80) {
+            p++;
+            continue;
+        }
+
+        n = ngx_http_chathistory_utf8_len(p, last);
+
+        /* U+0080..U+009F are C2 80..C2 9F */
+        if (n == 0 || (p[0] == 0xc2 && p[1] < 0xa0)) {
+            return NGX_DECLINED;
+        }
+
+        p += n;
+    }
+
+    return (chars >= 1 && chars <= max) ? NGX_OK : NGX_DECLINED;
+}
+
+
 /* The length of the UTF-8 sequence at p (RFC 3629), 0 if it is not one. */
 static size_t
 ngx_http_chathistory_utf8_len(u_char *p, u_char *last)

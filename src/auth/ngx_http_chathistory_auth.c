@@ -15,6 +15,7 @@
 
 #include "ngx_http_chathistory_module.h"
 #include "ngx_http_chathistory_auth.h"
+#include "ngx_http_chathistory_cors.h"
 #include "ngx_http_chathistory_json.h"
 #include "ngx_http_chathistory_pg.h"
 #include "ngx_http_chathistory_statements.h"
@@ -228,6 +229,11 @@ ngx_http_chathistory_auth_handler(ngx_http_request_t *r)
     alcf = ngx_http_get_module_loc_conf(r, ngx_http_chathistory_auth_module);
 
     if (alcf->mode == CH_AUTH_OFF || r != r->main) {
+        return NGX_DECLINED;
+    }
+
+    /* a browser's preflight carries no key; it is answered without data */
+    if (ngx_http_chathistory_cors_preflight(r)) {
         return NGX_DECLINED;
     }
 

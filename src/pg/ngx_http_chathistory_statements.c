@@ -15,12 +15,18 @@
 /* a compact JSON object of a session row "s", with extra columns */
 #define CH_SESSION_JSON(extra)                                                \
     "(SELECT row_to_json(x) FROM (SELECT s.id, s.org_id, s.title, "           \
-    "s.source_lang, s.target_lang, s.audio_enabled, "                         \
+    "s.source_lang, s.target_lang, s.audio_enabled, s.user_id, s.metadata, "  \
     CH_RFC3339("s.created_at") " AS created_at, "                             \
     CH_RFC3339("s.updated_at") " AS updated_at, "                             \
     CH_RFC3339("s.expires_at") " AS expires_at" extra ") x)"
 
 #define CH_MESSAGE_COUNT  ", s.message_count"
+
+/* a session's JSON and its entity tag: a digest of that very text, so it
+ * changes whenever the representation does (a message counted, a new
+ * expiry) and is the same in every worker */
+#define CH_SESSION_ETAG                                                       \
+    "md5(" CH_SESSION_JSON(CH_MESSAGE_COUNT) "::text)"
 
 /* $n is the organization a caller is confined to, NULL for none */
 #define CH_IN_SCOPE(n)                                                        \
@@ -83,45 +89,69 @@
     "$" #a "::uuid, $" #b "::uuid, $" #c "::text, $" #d "::text, "            \
     "$" #e "::timestamptz, $" #f "::timestamptz"
 
+/* the filters on the hits' sessions: user_id, metadata contained */
+#define CH_SEARCH_SESSION_FILTERS(a, b)                                       \
+    "$" #a "::text, $" #b "::jsonb"
+
 
 static const ngx_http_chathistory_statement_t  ngx_http_chathistory_sql[] = {
 
     /* $1 id, $2 org or NULL for the default, $3 title, $4-$5 languages,
-     * $6 audio_enabled */
+     * $6 audio_enabled, $7 user_id, $8 metadata; the JSON and its tag */
     { "chathistory_session_create",
-      "INSERT INTO sessions AS s (id, org_id, title, source_lang, "
-      "target_lang, audio_enabled, created_at, updated_at, expires_at) "
+      "WITH s AS (INSERT INTO sessions AS s (id, org_id, title, source_lang, "
+      "target_lang, audio_enabled, user_id, metadata, created_at, "
+      "updated_at, expires_at) "
       "SELECT $1::uuid, o.id, $3::text, $4::text, $5::text, $6::boolean, "
+      "$7::text, $8::jsonb, "
       "now(), now(), now() + make_interval(days => o.retention_days) "
       "FROM organizations o WHERE o.id = COALESCE($2::uuid, "
       "(SELECT id FROM organizations WHERE name = 'default')) "
-      "RETURNING " CH_SESSION_JSON(CH_MESSAGE_COUNT),
-      6 },
+      "RETURNING " CH_SESSION_JSON(CH_MESSAGE_COUNT) " AS j) "
+      "SELECT j, md5(j::text) FROM s",
+      8 },
 
-    /* $1 id, $2 scope */
+    /* $1 id, $2 scope: the JSON and its tag */
     { "chathistory_session_get",
-      "SELECT " CH_SESSION_JSON(CH_MESSAGE_COUNT)
-      " FROM sessions s WHERE s.id = $1::uuid AND " CH_IN_SCOPE(2),
+      "SELECT j, md5(j::text) FROM (SELECT "
+      CH_SESSION_JSON(CH_MESSAGE_COUNT) " AS j "
+      "FROM sessions s WHERE s.id = $1::uuid AND " CH_IN_SCOPE(2) ") x",
       2 },
 
-    /* $1 org filter or NULL, $2-$3 cursor or NULL, $4 limit */
+    /* $1 org filter or NULL, $2-$3 cursor or NULL, $4 limit, $5 user_id
+     * or NULL, $6 metadata contained or NULL */
     { "chathistory_session_list",
       "SELECT " CH_SESSION_JSON("") ", " CH_CURSOR_KEY
       " FROM sessions s WHERE " CH_IN_SCOPE(1) " AND "
+      "($5::text IS NULL OR s.user_id = $5::text) AND "
+      "($6::jsonb IS NULL OR s.metadata @> $6::jsonb) AND "
       CH_BEFORE_CURSOR " ORDER BY s.created_at DESC, s.id DESC "
       "LIMIT $4::integer",
-      4 },
+      6 },
 
     /* $1 id, $2 scope, $3 whether to set the title, $4 title,
-     * $5 audio_enabled or NULL */
+     * $5 audio_enabled or NULL, $6 whether to set user_id, $7 user_id,
+     * $8 whether to set metadata, $9 metadata, $10 the If-Match tags
+     * (comma-separated) or NULL for any: the new JSON and its tag; a row
+     * of NULLs when the session is there but matches none of the tags;
+     * no row when it is not there. The tag is compared with the row the
+     * UPDATE locks, so a change in between is not overwritten. */
     { "chathistory_session_update",
-      "UPDATE sessions AS s SET "
+      "WITH u AS (UPDATE sessions AS s SET "
       "title = CASE WHEN $3::boolean THEN $4::text ELSE s.title END, "
       "audio_enabled = COALESCE($5::boolean, s.audio_enabled), "
+      "user_id = CASE WHEN $6::boolean THEN $7::text ELSE s.user_id END, "
+      "metadata = CASE WHEN $8::boolean THEN $9::jsonb ELSE s.metadata END, "
       "updated_at = now() "
       "WHERE s.id = $1::uuid AND " CH_IN_SCOPE(2) " "
-      "RETURNING " CH_SESSION_JSON(CH_MESSAGE_COUNT),
-      5 },
+      "AND ($10::text IS NULL OR " CH_SESSION_ETAG
+      " = ANY (string_to_array($10::text, ','))) "
+      "RETURNING " CH_SESSION_JSON(CH_MESSAGE_COUNT) " AS j) "
+      "SELECT j, md5(j::text) FROM u "
+      "UNION ALL SELECT NULL, NULL FROM sessions s "
+      "WHERE s.id = $1::uuid AND " CH_IN_SCOPE(2)
+      " AND NOT EXISTS (SELECT 1 FROM u)",
+      10 },
 
     /* $1 id, $2 scope: the session's row if it was there; the audio files
      * go through a job, in the same transaction, so a crash cannot leave
@@ -199,10 +229,17 @@ static const ngx_http_chathistory_statement_t  ngx_http_chathistory_sql[] = {
       "AND " CH_RECORD_IN_SCOPE " ORDER BY r.ord",
       1 },
 
-    /* $1 session: is it there, does it keep audio, and whose is it */
+    /* $1 session, $2 the request's user_id or NULL, $3 scope: is it
+     * there, does it keep audio, whose is it, and has it a user_id; a
+     * session without one takes the request's (in the scope only) */
     { "chathistory_session_capture",
-      "SELECT audio_enabled, org_id FROM sessions WHERE id = $1::uuid",
-      1 },
+      "WITH u AS (UPDATE sessions AS s SET user_id = $2::text, "
+      "updated_at = now() WHERE s.id = $1::uuid AND s.user_id IS NULL "
+      "AND $2::text IS NOT NULL AND " CH_IN_SCOPE(3) " RETURNING s.id) "
+      "SELECT audio_enabled, org_id, "
+      "user_id IS NOT NULL OR EXISTS (SELECT 1 FROM u) "
+      "FROM sessions WHERE id = $1::uuid",
+      3 },
 
     /* $1 message, $2 session, $3 scope: its audio file, if any */
     { "chathistory_message_audio",
@@ -211,28 +248,33 @@ static const ngx_http_chathistory_statement_t  ngx_http_chathistory_sql[] = {
       "AND m.session_id = $2::uuid AND " CH_IN_SCOPE(3),
       3 },
 
-    /* $1 vector, $2 model, $3-$8 filters, $9 limit, $10 prefix */
+    /* $1 vector, $2 model, $3-$8 filters, $9 limit, $10 prefix,
+     * $11 user_id, $12 metadata */
     { "chathistory_search_semantic",
       CH_SEARCH_HITS("chathistory_search_semantic($1::vector, $2::text, "
-                     CH_SEARCH_FILTERS(3, 4, 5, 6, 7, 8) ", $9::integer)",
+                     CH_SEARCH_FILTERS(3, 4, 5, 6, 7, 8) ", $9::integer, "
+                     CH_SEARCH_SESSION_FILTERS(11, 12) ")",
                      10),
-      10 },
+      12 },
 
-    /* $1 query, $2 language, $3-$8 filters, $9 limit, $10 prefix */
+    /* $1 query, $2 language, $3-$8 filters, $9 limit, $10 prefix,
+     * $11 user_id, $12 metadata */
     { "chathistory_search_keyword",
       CH_SEARCH_HITS("chathistory_search_keyword($1::text, $2::text, "
-                     CH_SEARCH_FILTERS(3, 4, 5, 6, 7, 8) ", $9::integer)",
+                     CH_SEARCH_FILTERS(3, 4, 5, 6, 7, 8) ", $9::integer, "
+                     CH_SEARCH_SESSION_FILTERS(11, 12) ")",
                      10),
-      10 },
+      12 },
 
     /* $1 vector, $2 model, $3-$8 filters, $9 limit, $10 prefix,
-     * $11 query, $12 language */
+     * $11 query, $12 language, $13 user_id, $14 metadata */
     { "chathistory_search_hybrid",
       CH_SEARCH_HITS("chathistory_search_hybrid($1::vector, $2::text, "
                      "$11::text, $12::text, "
-                     CH_SEARCH_FILTERS(3, 4, 5, 6, 7, 8) ", $9::integer)",
+                     CH_SEARCH_FILTERS(3, 4, 5, 6, 7, 8) ", $9::integer, "
+                     CH_SEARCH_SESSION_FILTERS(13, 14) ")",
                      10),
-      12 },
+      14 },
 
     /* $1 org or NULL for the default, $2 scope */
     { "chathistory_retention_get",
@@ -285,6 +327,11 @@ static const ngx_http_chathistory_statement_t  ngx_http_chathistory_sql[] = {
       "UNION ALL SELECT kind, 'failed', count(*), 0 "
       "FROM jobs WHERE status = 'failed' GROUP BY kind "
       "ORDER BY 1, 2",
+      0 },
+
+    /* readiness: a round trip, and the schema is there */
+    { "chathistory_health",
+      "SELECT 1 FROM sessions LIMIT 0",
       0 },
 };
 

@@ -28,6 +28,7 @@ typedef struct {
     size_t                         audio_max_size;
     ngx_msec_t                     lookup_timeout;
     ngx_msec_t                     session_cache;
+    ngx_http_complex_value_t      *user_id;
 } ngx_http_chathistory_capture_conf_t;
 
 
@@ -46,6 +47,7 @@ typedef struct {
     ngx_http_chathistory_uuid_t    org_id;
     ngx_http_chathistory_lookup_e  lookup;
     ngx_flag_t                     audio_enabled;
+    ngx_flag_t                     has_user;
 } ngx_http_chathistory_session_seen_t;
 
 
@@ -59,6 +61,10 @@ typedef struct {
 
     /* the organization an API key confined the request to, or NULL */
     const char                    *scope_org;
+
+    /* the end user chathistory_capture_user_id names, or NULL */
+    const char                    *user_id;
+    ngx_flag_t                     has_user;
 
     u_char                        *copy;
     size_t                         len;
@@ -111,6 +117,8 @@ static void *ngx_http_chathistory_capture_create_conf(ngx_conf_t *cf);
 static char *ngx_http_chathistory_capture_merge_conf(ngx_conf_t *cf,
     void *parent, void *child);
 static ngx_int_t ngx_http_chathistory_capture_init(ngx_conf_t *cf);
+static const char *ngx_http_chathistory_capture_user_id(
+    ngx_http_request_t *r, ngx_http_chathistory_capture_conf_t *conf);
 
 
 static ngx_command_t  ngx_http_chathistory_capture_commands[] = {
@@ -148,6 +156,13 @@ static ngx_command_t  ngx_http_chathistory_capture_commands[] = {
       ngx_conf_set_size_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_chathistory_capture_conf_t, audio_max_size),
+      NULL },
+
+    { ngx_string("chathistory_capture_user_id"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chathistory_capture_conf_t, user_id),
       NULL },
 
       ngx_null_command
@@ -268,6 +283,7 @@ ngx_http_chathistory_capture_handler(ngx_http_request_t *r)
     }
 
     ctx->scope_org = ngx_http_chathistory_auth_org(r);
+    ctx->user_id = ngx_http_chathistory_capture_user_id(r, conf);
 
     ngx_http_set_ctx(r, ctx, ngx_http_chathistory_capture_module);
 
@@ -294,7 +310,9 @@ ngx_http_chathistory_capture_handler(ngx_http_request_t *r)
     }
 
     q->values[0] = (char *) ctx->session_id.text;
-    q->nparams = 1;
+    q->values[1] = ctx->user_id;
+    q->values[2] = ctx->scope_org;
+    q->nparams = 3;
 
     ctx->lookup_timer.handler = ngx_http_chathistory_capture_lookup_timeout;
     ctx->lookup_timer.data = r->connection;
@@ -333,6 +351,7 @@ ngx_http_chathistory_capture_looked_up(ngx_http_chathistory_pg_query_t *q,
     } else {
         ctx->lookup = CH_LOOKUP_FOUND;
         ctx->audio_enabled = (PQgetvalue(res, 0, 0)[0] == 't');
+        ctx->has_user = (PQgetvalue(res, 0, 2)[0] == 't');
     }
 
     if (ctx->lookup != CH_LOOKUP_FAILED) {
@@ -357,6 +376,14 @@ ngx_http_chathistory_capture_recall(ngx_http_request_t *r,
 
     if ((ngx_msec_int_t) (seen->expires - ngx_current_msec) <= 0
         || ngx_strcmp(seen->id.text, ctx->session_id.text) != 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    /* a session without a user_id takes the first one a request names:
+     * the lookup gives it */
+    if (ctx->user_id != NULL && seen->lookup == CH_LOOKUP_FOUND
+        && !seen->has_user)
     {
         return NGX_DECLINED;
     }
@@ -393,6 +420,7 @@ ngx_http_chathistory_capture_remember(ngx_http_request_t *r,
     seen->expires = ngx_current_msec + conf->session_cache;
     seen->lookup = ctx->lookup;
     seen->audio_enabled = ctx->audio_enabled;
+    seen->has_user = ctx->has_user;
 }
 
 
@@ -893,6 +921,45 @@ ngx_http_chathistory_capture_add_variables(ngx_conf_t *cf)
 }
 
 
+/*
+ * The end user of a captured request, from chathistory_capture_user_id (a
+ * header, an argument, any variable): NULL when unset, empty or not a
+ * valid user_id (1 to 200 printable characters), which is logged.
+ */
+static const char *
+ngx_http_chathistory_capture_user_id(ngx_http_request_t *r,
+    ngx_http_chathistory_capture_conf_t *conf)
+{
+    u_char     *p;
+    ngx_str_t   value;
+
+    if (conf->user_id == NULL
+        || ngx_http_complex_value(r, conf->user_id, &value) != NGX_OK
+        || value.len == 0)
+    {
+        return NULL;
+    }
+
+    if (ngx_http_chathistory_user_id_valid(value.data, value.len,
+                                   NGX_HTTP_CHATHISTORY_USER_ID_MAX) != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "chathistory: the request's user_id is not 1 to 200 "
+                      "printable characters, not set");
+        return NULL;
+    }
+
+    p = ngx_pnalloc(r->pool, value.len + 1);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    *ngx_cpymem(p, value.data, value.len) = '\0';
+
+    return (char *) p;
+}
+
+
 static void *
 ngx_http_chathistory_capture_create_conf(ngx_conf_t *cf)
 {
@@ -908,6 +975,7 @@ ngx_http_chathistory_capture_create_conf(ngx_conf_t *cf)
     conf->audio_max_size = NGX_CONF_UNSET_SIZE;
     conf->lookup_timeout = NGX_CONF_UNSET_MSEC;
     conf->session_cache = NGX_CONF_UNSET_MSEC;
+    conf->user_id = NGX_CONF_UNSET_PTR;
 
     return conf;
 }
@@ -929,6 +997,7 @@ ngx_http_chathistory_capture_merge_conf(ngx_conf_t *cf, void *parent,
                               CHATHISTORY_AUDIO_MAX_INPUT);
     ngx_conf_merge_msec_value(conf->lookup_timeout, prev->lookup_timeout, 500);
     ngx_conf_merge_msec_value(conf->session_cache, prev->session_cache, 5000);
+    ngx_conf_merge_ptr_value(conf->user_id, prev->user_id, NULL);
 
     if (!conf->capture) {
         return NGX_CONF_OK;

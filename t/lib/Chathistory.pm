@@ -19,7 +19,8 @@ use lib dirname(__FILE__);
 use Chathistory::Helpers qw(psql_rows free_port read_pid $ROOT);
 
 our @EXPORT = qw(chathistory_block sql db_control_start session_cursor
-                 pgbouncer_start sql_eventually metrics_eventually metric);
+                 pgbouncer_start sql_eventually metrics_eventually metric
+                 error_like request_id_like);
 
 # The environment the suites run in (t/README.md): what scripts/test sets,
 # with the defaults a run of prove from the repository gets without it.
@@ -341,6 +342,24 @@ sub db_control {
     }
 
     return;
+}
+
+# The pattern of a body that is exactly $text but for "__REQUEST_ID__",
+# where nginx's $request_id (32 hex digits) stands; the final newline may
+# be there or not.
+sub request_id_like {
+    my ($text) = @_;
+    my $re = join '[0-9a-f]{32}', map { quotemeta } split /__REQUEST_ID__/, $text, -1;
+    $re =~ s/\\\n\z//;
+    return qr/^$re\n?\z/;
+}
+
+# The pattern of the module's JSON error with this code and message (as
+# the JSON has it, escapes and all), whatever the request's id.
+sub error_like {
+    my ($code, $message) = @_;
+    return request_id_like(qq({"error":{"code":"$code","message":"$message",)
+                           . qq("request_id":"__REQUEST_ID__"}}));
 }
 
 1;
