@@ -320,7 +320,7 @@ ngx_http_chathistory_session_answer(ngx_http_chathistory_pg_query_t *q,
     if (status == NGX_HTTP_OK) {
         rc = ngx_http_chathistory_session_conditions(r, PQgetvalue(res, 0, 1));
 
-        if (rc != NGX_OK) {
+        if (rc != NGX_DECLINED) {
             ngx_http_finalize_request(r, rc);
             return;
         }
@@ -335,8 +335,8 @@ ngx_http_chathistory_session_answer(ngx_http_chathistory_pg_query_t *q,
 
 /*
  * If-None-Match and If-Match of a GET, answered here rather than by
- * nginx's not-modified filter, whose 412 would not be JSON: NGX_OK to
- * send the representation, else what the request was answered with.
+ * nginx's not-modified filter, whose 412 would not be JSON: NGX_DECLINED
+ * to send the representation, else what the request was answered with.
  */
 static ngx_int_t
 ngx_http_chathistory_session_conditions(ngx_http_request_t *r,
@@ -347,7 +347,7 @@ ngx_http_chathistory_session_conditions(ngx_http_request_t *r,
     r->disable_not_modified = 1;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
-        return NGX_OK;
+        return NGX_DECLINED;
     }
 
     if (r->headers_in.if_match != NULL) {
@@ -378,7 +378,7 @@ ngx_http_chathistory_session_conditions(ngx_http_request_t *r,
         }
     }
 
-    return NGX_OK;
+    return NGX_DECLINED;
 }
 
 
