@@ -26,6 +26,23 @@ ok(-x "$tools/.bin/redocly", "the linter is installed in $tools (npm ci in t/ope
 my $lint = `cd t/openapi && ./node_modules/.bin/redocly lint --config redocly.yaml --format stylish ../../docs/openapi.yaml 2>&1`;
 is($?, 0, 'redocly lint finds nothing in docs/openapi.yaml') or diag($lint);
 
+# The document's version is the package's, and its licence the project's.
+my ($package_version) = `head -1 debian/changelog` =~ /^\S+ \(([^)]+)\)/;
+my $docs = do { local (@ARGV, $/) = 'docs/openapi.yaml'; <> };
+my ($doc_version) = $docs =~ /^info:\n(?:  .*\n)*?  version: (\S+)$/m;
+is($doc_version, $package_version,
+   'info.version of docs/openapi.yaml is the version of debian/changelog');
+my ($doc_licence) = $docs =~ /^  license:\n(?:    .*\n)*?    identifier: (\S+)$/m;
+my $copyright = do { local (@ARGV, $/) = 'debian/copyright'; <> };
+my ($deb_licence) = $copyright =~ /^Files: \*\n(?:\S.*\n)*?License: (\S+)$/m;
+my $licence = do { local (@ARGV, $/) = 'LICENSE'; <> };
+is($doc_licence, 'BSD-2-Clause', 'info.license of docs/openapi.yaml is BSD-2-Clause');
+is($deb_licence, $doc_licence, 'debian/copyright says the same of all files');
+like($licence, qr/\ABSD 2-Clause License\n\nCopyright \(c\) 2026 The ngx_http_chathistory_module authors\n/,
+     'LICENSE is the BSD 2-Clause text, with the holder');
+like($copyright, qr/^Copyright: 2026 The ngx_http_chathistory_module authors$/m,
+     'debian/copyright names the same holder');
+
 our $Storage = tempdir(CLEANUP => 1);
 chmod 0755, $Storage;
 $ENV{TEST_NGINX_OPENAPI_STORAGE} = $Storage;

@@ -18,6 +18,7 @@ static ngx_int_t ngx_http_chathistory_cors_add(ngx_http_request_t *r,
     const char *name, ngx_str_t *value);
 static ngx_table_elt_t *ngx_http_chathistory_cors_header(
     ngx_http_request_t *r, const char *name);
+static ngx_uint_t ngx_http_chathistory_cors_sent(ngx_http_request_t *r);
 
 
 /* what a browser may send and read beyond the CORS-safelisted headers */
@@ -58,7 +59,9 @@ ngx_http_chathistory_cors_header_filter(ngx_http_request_t *r)
 
     clcf = ngx_http_get_module_loc_conf(r, ngx_http_chathistory_module);
 
-    if (r != r->main || clcf == NULL || !clcf->api) {
+    if (r != r->main || clcf == NULL || !clcf->api
+        || ngx_http_chathistory_cors_sent(r))
+    {
         return ngx_http_next_header_filter(r);
     }
 
@@ -84,6 +87,43 @@ ngx_http_chathistory_cors_header_filter(ngx_http_request_t *r)
     }
 
     return ngx_http_next_header_filter(r);
+}
+
+
+/*
+ * Whether the headers are there already: a filter that turns the answer
+ * into an error page (the range filter's 416) runs the header filters a
+ * second time.
+ */
+static ngx_uint_t
+ngx_http_chathistory_cors_sent(ngx_http_request_t *r)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &r->headers_out.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return 0;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].hash != 0 && h[i].key.len == sizeof("X-Request-Id") - 1
+            && ngx_strncasecmp(h[i].key.data, (u_char *) "X-Request-Id",
+                               h[i].key.len) == 0)
+        {
+            return 1;
+        }
+    }
 }
 
 

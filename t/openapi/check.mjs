@@ -696,6 +696,53 @@ function errorCases(prefix) {
     patch({ title: long(501) }, 400, 'title too long');
     patch({ audio_enabled: false }, 200, 'audio_enabled only');
 
+    // a session's conditional requests: its ETag is checked in t/conventions.t
+    const zeros = `"${'0'.repeat(32)}"`;
+    add({ method: 'GET', path: one, headers: { 'If-None-Match': '*' }, expect: 304 });
+    add({ method: 'GET', path: one, headers: { 'If-Match': zeros }, expect: 412 });
+    add({ method: 'PATCH', path: one, headers: { 'If-Match': zeros }, body: { title: 'x' },
+          expect: 412, what: 'If-Match fails' });
+    add({ method: 'PATCH', path: one, headers: { 'If-Match': '*' }, body: { title: 'x' },
+          expect: 200, what: 'If-Match: *', also: res =>
+              /^"[0-9a-f]{32}"$/.test(res.headers.etag ?? '') ? [] : ['no ETag'] });
+
+    // end users and metadata
+    const en = { source_lang: 'en', target_lang: 'es' };
+    create({ ...en, user_id: '' }, 400, 'user_id empty');
+    create({ ...en, user_id: long(201) }, 400, 'user_id of 201 characters');
+    create({ ...en, user_id: 'a\u0007b' }, 400, 'user_id with a control character');
+    create({ ...en, user_id: 7 }, 400, 'user_id a number');
+    create({ ...en, metadata: [1] }, 400, 'metadata an array');
+    create({ ...en, metadata: 'pro' }, 400, 'metadata a string');
+    create({ ...en, metadata: { k: long(8200) } }, 400, 'metadata over 8192 bytes',
+           'cannot tell');
+    create({ ...en, user_id: 'é'.repeat(200), metadata: { a: { b: [1, null] } } }, 201,
+           'user_id of 200 characters, nested metadata');
+    create({ ...en, user_id: null, metadata: null }, 201, 'user_id and metadata null');
+    patch({ user_id: 'user-42', metadata: { plan: 'pro' } }, 200, 'user_id and metadata');
+    patch({ metadata: 7 }, 400, 'metadata a number');
+    patch({ user_id: '' }, 400, 'user_id empty');
+    for (const [query, what] of [[{ user_id: '' }, 'user_id empty'],
+                                 [{ user_id: long(201) }, 'user_id too long'],
+                                 [{ metadata: '[1]' }, 'metadata an array'],
+                                 [{ metadata: 'pro' }, 'metadata not JSON']]) {
+        add({ method: 'GET', path: sess, query, expect: 400, doc: refuses, what });
+    }
+    add({ method: 'GET', path: sess, query: { metadata: '{"a":' }, expect: 400,
+          doc: 'cannot tell', what: 'metadata broken JSON' });
+    add({ method: 'GET', path: sess, query: { user_id: 'user-42', metadata: '{"plan":"pro"}' },
+          expect: 200, what: 'both filters', also: res =>
+              JSON.parse(res.body).data.every(x => x.user_id === 'user-42'
+                                                   && x.metadata?.plan === 'pro') ? []
+              : ['the filters let another session through'] });
+    for (const [body, expect, what] of [
+        [{ query: 'zebra', user_id: '' }, 400, 'user_id empty'],
+        [{ query: 'zebra', metadata: [1] }, 400, 'metadata an array'],
+        [{ query: 'zebra', mode: 'keyword', user_id: 'user-42', metadata: { plan: 'pro' } },
+         200, 'user_id and metadata']]) {
+        add({ method: 'POST', path: p('/search'), body, expect, what, doc: refuses });
+    }
+
     // audio
     add({ method: 'GET', path: audio, expect: 200, what: 'the whole file', also: res =>
         res.body.equals(fs.readFileSync(AUDIO_FIXTURE)) ? [] : ['not the stored file'] });
