@@ -288,8 +288,8 @@ X-Request-Id: ^[0-9a-f]{32}$
 --- error_code eval
 [200, 200, 404]
 --- response_headers eval
-["Access-Control-Allow-Origin: https://app.example\nAccess-Control-Expose-Headers: ETag, Location, X-Request-Id, Allow, Retry-After, WWW-Authenticate",
- "Access-Control-Allow-Origin: ",
+["Access-Control-Allow-Origin: https://app.example\nAccess-Control-Expose-Headers: ETag, Location, X-Request-Id, Allow, Retry-After, WWW-Authenticate\nVary: Origin",
+ "Access-Control-Allow-Origin: \nVary: Origin",
  "Access-Control-Allow-Origin: https://app.example"]
 
 

@@ -32,6 +32,8 @@ static ngx_str_t  ngx_http_chathistory_cors_exposed =
 
 static ngx_str_t  ngx_http_chathistory_cors_any = ngx_string("*");
 
+static ngx_str_t  ngx_http_chathistory_cors_vary = ngx_string("Origin");
+
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 
@@ -72,6 +74,16 @@ ngx_http_chathistory_cors_header_filter(ngx_http_request_t *r)
     }
 
     origin = ngx_http_chathistory_cors_allowed(r, clcf);
+
+    /* with listed origins, whether the answer allows a page depends on the
+     * page's Origin: caches must keep them apart */
+    if (clcf->cors_origins != NULL && origin != &ngx_http_chathistory_cors_any
+        && ngx_http_chathistory_cors_add(r, "Vary",
+                                         &ngx_http_chathistory_cors_vary)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
 
     if (origin != NULL) {
         if (ngx_http_chathistory_cors_add(r, "Access-Control-Allow-Origin",
@@ -259,17 +271,6 @@ ngx_http_chathistory_cors_answer(ngx_http_request_t *r, const char *allow)
         != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (clcf->cors_origins->nelts > 1
-        || ((ngx_str_t *) clcf->cors_origins->elts)[0].data[0] != '*')
-    {
-        /* the answer depends on the Origin: caches must know */
-        ngx_str_set(&value, "Origin");
-
-        if (ngx_http_chathistory_cors_add(r, "Vary", &value) != NGX_OK) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
     }
 
     return ngx_http_chathistory_send_no_content(r);
