@@ -33,7 +33,9 @@ ngx_http_chathistory_loc_conf_t  harness_loc_conf = {
     ngx_null_string,                        /* embedding_url */
     1,                                      /* api */
     ngx_string("/api"),                     /* api_prefix */
-    64 * 1024                               /* api_max_body */
+    64 * 1024,                              /* api_max_body */
+    NULL,                                   /* cors_origins */
+    600                                     /* cors_max_age */
 };
 
 

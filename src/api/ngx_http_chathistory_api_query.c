@@ -523,8 +523,9 @@ ngx_int_t
 ngx_http_chathistory_api_metadata(ngx_http_request_t *r, cJSON *item,
     ngx_str_t *arg, const char **metadata)
 {
-    char    *text;
-    size_t   len;
+    char       *text;
+    size_t      len;
+    ngx_int_t   valid;
 
     *metadata = NULL;
 
@@ -550,13 +551,20 @@ ngx_http_chathistory_api_metadata(ngx_http_request_t *r, cJSON *item,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    /* cJSON passes on bytes that are not UTF-8, which jsonb refuses */
+    valid = ngx_http_chathistory_text_valid(text, (size_t) -1);
     len = ngx_strlen(text);
 
-    if (len <= NGX_HTTP_CHATHISTORY_METADATA_MAX) {
+    if (valid == NGX_OK && len <= NGX_HTTP_CHATHISTORY_METADATA_MAX) {
         *metadata = ngx_http_chathistory_strdup(r->pool, text);
     }
 
     cJSON_free(text);
+
+    if (valid != NGX_OK) {
+        return ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST,
+                   "metadata must be UTF-8");
+    }
 
     if (len > NGX_HTTP_CHATHISTORY_METADATA_MAX) {
         return ngx_http_chathistory_api_error(r, NGX_HTTP_BAD_REQUEST,
