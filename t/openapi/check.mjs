@@ -244,6 +244,39 @@ function checkRoutes() {
     return routes;
 }
 
+// What a client generator needs to make a client without hand fixes: a unique
+// operationId for every operation, a schema for every JSON body it sends or gets, the
+// error answers (4XX and 5XX) described with the shared error schema.
+function checkGeneratable() {
+    const ids = operations.map(o => o.op.operationId);
+    ok(ids.every(id => typeof id === 'string' && /^[a-z][A-Za-z0-9]*$/.test(id)),
+       'every operation has an operationId fit for a method name',
+       ids.filter(id => !/^[a-z][A-Za-z0-9]*$/.test(id ?? '')).join(', '));
+    ok(new Set(ids).size === ids.length, 'the operationIds are unique');
+    const errorRef = '#/components/schemas/Error';
+    for (const o of operations) {
+        const rb = deref(o.op.requestBody);
+        if (rb) {
+            ok(rb.content?.['application/json']?.schema !== undefined,
+               `${o.method} ${o.path}: its request body has a JSON schema`);
+        }
+        for (const [status, r] of Object.entries(o.op.responses)) {
+            const spec = deref(r);
+            for (const [type, c] of Object.entries(spec.content ?? {})) {
+                if (/json/.test(type)) {
+                    ok(c.schema !== undefined, `${o.method} ${o.path} ${status}: a JSON schema`);
+                }
+            }
+            const json = spec.content?.['application/json'];
+            if (/^[45]/.test(status) && o.method !== 'HEAD' && json) {
+                const isError = json.schema?.$ref === errorRef
+                                || (/^\/(api|v1)\/health$/.test(o.path) && status === '503');
+                ok(isError, `${o.method} ${o.path} ${status}: the error schema`);
+            }
+        }
+    }
+}
+
 
 // ------------------------------------------------------------------ fixtures
 
@@ -915,6 +948,7 @@ async function main() {
     console.log(`# ${path.relative(root, DOC_FILE)} against ${BASE.origin}`);
 
     checkRoutes();
+    checkGeneratable();
     makeFixtures();
 
     // /api's PUT without org_id sets the default organization's: given back at the end
