@@ -92,7 +92,7 @@ static ngx_int_t ngx_http_chathistory_rl_count(ngx_http_request_t *r,
     ngx_uint_t *count);
 static ngx_int_t ngx_http_chathistory_rl_headers(ngx_http_request_t *r,
     ngx_http_chathistory_rl_zone_t *zone, ngx_uint_t count,
-    ngx_msec_t reset);
+    ngx_msec_t reset, ngx_uint_t refused);
 static ngx_int_t ngx_http_chathistory_rl_header(ngx_http_request_t *r,
     char *name, ngx_uint_t value);
 static ngx_int_t ngx_http_chathistory_rl_refuse(ngx_http_request_t *r);
@@ -237,7 +237,9 @@ ngx_http_chathistory_rl_handler(ngx_http_request_t *r)
         return NGX_HTTP_SERVICE_UNAVAILABLE;
     }
 
-    if (ngx_http_chathistory_rl_headers(r, zone, count, reset) != NGX_OK) {
+    if (ngx_http_chathistory_rl_headers(r, zone, count, reset, rc == NGX_BUSY)
+        != NGX_OK)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -332,10 +334,11 @@ ngx_http_chathistory_rl_count(ngx_http_request_t *r,
 }
 
 
-/* RateLimit-Limit, -Remaining and -Reset (seconds), on every answer */
+/* RateLimit-Limit, -Remaining and -Reset (seconds); Retry-After on a 429 */
 static ngx_int_t
 ngx_http_chathistory_rl_headers(ngx_http_request_t *r,
-    ngx_http_chathistory_rl_zone_t *zone, ngx_uint_t count, ngx_msec_t reset)
+    ngx_http_chathistory_rl_zone_t *zone, ngx_uint_t count, ngx_msec_t reset,
+    ngx_uint_t refused)
 {
     ngx_uint_t  remaining;
 
@@ -352,7 +355,7 @@ ngx_http_chathistory_rl_headers(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    if (count < zone->limit) {
+    if (!refused) {
         return NGX_OK;
     }
 
