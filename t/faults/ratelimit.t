@@ -5,7 +5,9 @@
 # goes admit at most the limit plus what the hosts were sent within two
 # sync intervals after the limit was reached (docs/gateway.md), in fact a
 # few at most since a host near the limit syncs at once, and after
-# a sync both refuse; the database's row holds what both admitted.
+# a sync both refuse; the database's row holds what both admitted. With the
+# database stopped each host counts alone, and its counts reach the
+# database when it is back.
 
 use strict;
 use warnings;
@@ -22,13 +24,16 @@ plan skip_all => 'TEST_NGINX_DATABASE_URL is not set (t/README.md)' unless $db;
 my $LIMIT = 40;
 my $SYNC = 0.1;
 my %org = (x => '0190c000-0000-7000-8000-0000000000e1',
-           y => '0190c000-0000-7000-8000-0000000000e2');
+           y => '0190c000-0000-7000-8000-0000000000e2',
+           z => '0190c000-0000-7000-8000-0000000000e3');
 my %key = (x => 'chk_rateLimitTestKeyOfOrganizationX_00000000',
-           y => 'chk_rateLimitTestKeyOfOrganizationY_00000000');
+           y => 'chk_rateLimitTestKeyOfOrganizationY_00000000',
+           z => 'chk_rateLimitTestKeyOfOrganizationZ_00000000');
+my $orgs = join ', ', map { "'$_'" } values %org;
 
-psql_rows($db, "DELETE FROM organizations WHERE id IN ('$org{x}', '$org{y}')");
+psql_rows($db, "DELETE FROM organizations WHERE id IN ($orgs)");
 psql_rows($db, "DELETE FROM rate_limits WHERE zone = 'faults_org'");
-for my $o (qw(x y)) {
+for my $o (qw(x y z)) {
     psql_rows($db, "INSERT INTO organizations (id, name) VALUES ('$org{$o}', 'rl-$o')");
     psql_rows($db, "INSERT INTO api_keys (org_id, name, key_hash) VALUES"
                    . " ('$org{$o}', 'rl-$o', sha256('$key{$o}'::bytea))");
@@ -46,12 +51,15 @@ my @hosts = map {
                         . ' chathistory_rate_limit_zone $chathistory_org_id'
                         . " zone=faults_org:1m rate=${LIMIT}r/h sync=100ms;",
                 server => 'location /v1/ { chathistory_auth api_key;'
-                          . ' chathistory_rate_limit zone=faults_org; chathistory_api; }')
+                          . ' chathistory_rate_limit zone=faults_org; chathistory_api; }'
+                          # an answer that needs no database, for the outage
+                          . ' location /v1/static/ { chathistory_auth api_key;'
+                          . ' chathistory_rate_limit zone=faults_org; empty_gif; }')
 } 1, 2;
 
 sub get {
-    my ($host, $o) = @_;
-    return request_once($host, 'GET /v1/sessions?limit=1', undef,
+    my ($host, $o, $path) = @_;
+    return request_once($host, $path // 'GET /v1/sessions?limit=1', undef,
                         Authorization => "Bearer $key{$o}");
 }
 
@@ -122,5 +130,33 @@ for my $h (@hosts) {
     unlike($log, qr/\[(error|crit|alert|emerg)\]/, "no error in $h->{log}");
 }
 
-psql_rows($db, "DELETE FROM organizations WHERE id IN ('$org{x}', '$org{y}')");
+# --- the database away: each host counts alone, and sends its counts later ----------
+
+SKIP: {
+    skip 'TEST_NGINX_PG_STOP is not set (scripts/test sets it)', 4
+        unless $ENV{TEST_NGINX_PG_STOP} && $ENV{TEST_NGINX_PG_START};
+
+    # the key cached on both hosts, 2 of 40 counted and synced
+    get($hosts[$_], 'z', 'GET /v1/static/x') for 0, 1;
+    sleep 5 * $SYNC;
+    system($ENV{TEST_NGINX_PG_STOP}) == 0 or BAIL_OUT('cannot stop PostgreSQL');
+    my %by;
+    for my $i (0 .. 99) {
+        my $s = (get($hosts[$i % 2], 'z', 'GET /v1/static/x'))[0];
+        $by{$i % 2}{$s}++;
+    }
+    system($ENV{TEST_NGINX_PG_START}) == 0 or BAIL_OUT('cannot start PostgreSQL');
+    my $down = ($by{0}{200} // 0) + ($by{1}{200} // 0);
+    diag("database away: host 1 admitted " . ($by{0}{200} // 0) . ", host 2 "
+         . ($by{1}{200} // 0) . " of 50 each");
+    is($by{$_}{200} // 0, $LIMIT - 2, "database away: host " . ($_ + 1)
+       . " admits the limit alone (40 less the 2 synced)") for 0, 1;
+    ok(wait_until(15, sub {
+           (one("SELECT sum(n) FROM rate_limits WHERE zone = 'faults_org'"
+                . " AND key = '$org{z}'") // 0) == 2 + $down }),
+       "back: the database counts what both hosts admitted meanwhile (" . (2 + $down) . ")");
+    is((get($hosts[0], 'z', 'GET /v1/static/x'))[0], 429, 'and the limit holds again');
+}
+
+psql_rows($db, "DELETE FROM organizations WHERE id IN ($orgs)");
 done_testing();
