@@ -60,6 +60,8 @@ typedef struct {
     ngx_msec_t                          window;    /* 1 s, 1 min or 1 h */
     ngx_msec_t                          sync;
     ngx_event_t                         timer;     /* this worker's */
+    /* this worker's last sync failed: said once, not every interval */
+    ngx_flag_t                          failing;
 } ngx_http_chathistory_rl_zone_t;
 
 
@@ -661,12 +663,19 @@ ngx_http_chathistory_rl_synced(ngx_http_chathistory_pg_query_t *q,
                       &zone->shm_zone->shm.name, PQresultErrorMessage(res));
         res = NULL;
 
-    } else if (res == NULL) {
+    } else if (res == NULL && !zone->failing) {
         ngx_log_error(NGX_LOG_WARN, q->log, 0,
                       "chathistory rate limit: zone \"%V\" not synced, the "
                       "database did not answer in time; counting on this "
                       "host alone meanwhile", &zone->shm_zone->shm.name);
+
+    } else if (res != NULL && zone->failing) {
+        ngx_log_error(NGX_LOG_NOTICE, q->log, 0,
+                      "chathistory rate limit: zone \"%V\" synced again",
+                      &zone->shm_zone->shm.name);
     }
+
+    zone->failing = (res == NULL);
 
     ngx_http_chathistory_rl_settle(s, res);
 

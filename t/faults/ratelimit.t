@@ -133,7 +133,7 @@ for my $h (@hosts) {
 # --- the database away: each host counts alone, and sends its counts later ----------
 
 SKIP: {
-    skip 'TEST_NGINX_PG_STOP is not set (scripts/test sets it)', 4
+    skip 'TEST_NGINX_PG_STOP is not set (scripts/test sets it)', 6
         unless $ENV{TEST_NGINX_PG_STOP} && $ENV{TEST_NGINX_PG_START};
 
     # the key cached on both hosts, 2 of 40 counted and synced
@@ -156,6 +156,10 @@ SKIP: {
                 . " AND key = '$org{z}'") // 0) == 2 + $down }),
        "back: the database counts what both hosts admitted meanwhile (" . (2 + $down) . ")");
     is((get($hosts[0], 'z', 'GET /v1/static/x'))[0], 429, 'and the limit holds again');
+    for my $h (@hosts) {
+        my $n = () = slurp_file($h->{log}) =~ /zone "faults_org" not synced/g;
+        ok($n >= 1 && $n <= 2, "the outage said once per worker, not per sync ($n)");
+    }
 }
 
 psql_rows($db, "DELETE FROM organizations WHERE id IN ($orgs)");
