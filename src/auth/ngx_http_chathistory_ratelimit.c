@@ -265,7 +265,8 @@ ngx_http_chathistory_rl_handler(ngx_http_request_t *r)
 
 /*
  * NGX_OK and the count with this request (NGX_AGAIN: admitted, and the
- * zone should sync now), NGX_BUSY when over the limit, NGX_ERROR when the zone has no room even for one node.
+ * zone should sync now), NGX_BUSY when over the limit, NGX_ERROR when
+ * the zone has no room even for one node.
  */
 static ngx_int_t
 ngx_http_chathistory_rl_count(ngx_http_request_t *r,
