@@ -333,6 +333,29 @@ static const ngx_http_chathistory_statement_t  ngx_http_chathistory_sql[] = {
     { "chathistory_health",
       "SELECT 1 FROM sessions LIMIT 0",
       0 },
+    /*
+     * chathistory_rate_limit_zone: add what a host admitted to the
+     * window's rows (keys in order, so that two hosts lock them in the
+     * same order) and read back the totals of all hosts, with those of
+     * the window's busiest keys this host did not send. A few expired rows
+     * go on the way, skipping those another host deletes.
+     */
+    { "chathistory_rate_limit_sync",
+      "WITH gone AS (DELETE FROM rate_limits WHERE (zone, window_id, key) "
+      "IN (SELECT zone, window_id, key FROM rate_limits "
+      "WHERE expires_at < now() LIMIT 100 FOR UPDATE SKIP LOCKED)), "
+      "up AS (INSERT INTO rate_limits AS c (zone, window_id, key, n, "
+      "expires_at) "
+      "SELECT $1::text, $2::bigint, u.k, u.d, "
+      "to_timestamp(($2::bigint + 2) * $5::bigint / 1000.0) "
+      "FROM unnest($3::text[], $4::bigint[]) AS u(k, d) ORDER BY u.k "
+      "ON CONFLICT (zone, window_id, key) DO UPDATE SET n = c.n + EXCLUDED.n "
+      "RETURNING c.key, c.n) "
+      "SELECT key, n FROM up UNION ALL "
+      "(SELECT key, n FROM rate_limits WHERE zone = $1::text "
+      "AND window_id = $2::bigint AND key <> ALL ($3::text[]) "
+      "ORDER BY n DESC LIMIT 512)",
+      5 },
 };
 
 

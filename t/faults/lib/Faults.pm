@@ -333,7 +333,7 @@ sub exchange {
                                     : length($buf) >= $len;
             if ($complete) {
                 my ($id) = $head =~ /^X-Chathistory-Message-Id:\s*(\S+)/mi;
-                return { status => $status, msgid => $id, body => $buf,
+                return { status => $status, msgid => $id, body => $buf, head => $head,
                          close => scalar($head =~ /^Connection:\s*close/mi) };
             }
         }
