@@ -3,11 +3,15 @@
  * Encodes a file with the audio library, for bench/encode.
  *
  *     encode-cli IN OUT [BITRATE [COMPLEXITY [CONTENT_TYPE]]]
+ *
+ * Prints the seconds chathistory_audio_encode() took, the file already in
+ * memory: what bench/encode sets beside a bare libopus loop (encode-raw.c).
  */
 
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "../src/audio/chathistory_audio.h"
 
@@ -20,6 +24,7 @@ main(int argc, char **argv)
     FILE                     *f;
     unsigned                  ms;
     unsigned char            *in;
+    struct timespec           t0, t1;
     chathistory_audio_out_t   out;
     chathistory_audio_opts_t  opts = CHATHISTORY_AUDIO_OPTS_DEFAULT;
 
@@ -55,6 +60,8 @@ main(int argc, char **argv)
 
     fclose(f);
 
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+
     if (chathistory_audio_encode(in, n, argc > 5 ? argv[5] : NULL, &opts,
                                  &out, &ms, err, sizeof(err))
         != 0)
@@ -62,6 +69,10 @@ main(int argc, char **argv)
         fprintf(stderr, "%s: %s\n", argv[1], err);
         return 1;
     }
+
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+
+    printf("%.6f\n", (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9);
 
     f = fopen(argv[2], "wb");
     if (f == NULL || fwrite(out.data, 1, out.len, f) != out.len
