@@ -83,6 +83,7 @@ struct ngx_http_chathistory_pg_conn_s {
     ngx_http_chathistory_pg_pool_t      *pool;
     PGconn                              *pgconn;
     ngx_connection_t                    *connection;
+    ngx_file_uniq_t                      socket_id;  /* the fd's inode */
     ngx_http_chathistory_pg_state_e      state;
 
     ngx_http_chathistory_pg_query_t     *query;     /* NULL when abandoned */

@@ -20,6 +20,7 @@ static ngx_int_t ngx_http_chathistory_pg_conn_attach(
     ngx_http_chathistory_pg_conn_t *pc);
 static void ngx_http_chathistory_pg_conn_detach(
     ngx_http_chathistory_pg_conn_t *pc);
+static ngx_file_uniq_t ngx_http_chathistory_pg_socket_id(ngx_socket_t fd);
 static ngx_int_t ngx_http_chathistory_pg_want_write(ngx_connection_t *c,
     ngx_uint_t want);
 static void ngx_http_chathistory_pg_read_handler(ngx_event_t *ev);
@@ -125,6 +126,8 @@ ngx_http_chathistory_pg_conn_attach(ngx_http_chathistory_pg_conn_t *pc)
         return NGX_ERROR;
     }
 
+    pc->socket_id = ngx_http_chathistory_pg_socket_id(fd);
+
     c->data = pc;
     c->read->handler = ngx_http_chathistory_pg_read_handler;
     c->write->handler = ngx_http_chathistory_pg_write_handler;
@@ -140,6 +143,20 @@ ngx_http_chathistory_pg_conn_attach(ngx_http_chathistory_pg_conn_t *pc)
     }
 
     return NGX_OK;
+}
+
+
+/* What tells two sockets apart that had the same number. */
+static ngx_file_uniq_t
+ngx_http_chathistory_pg_socket_id(ngx_socket_t fd)
+{
+    ngx_file_info_t  fi;
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR) {
+        return 0;
+    }
+
+    return ngx_file_uniq(&fi);
 }
 
 
@@ -278,11 +295,15 @@ ngx_http_chathistory_pg_connect_poll(ngx_http_chathistory_pg_conn_t *pc)
     status = PQconnectPoll(pc->pgconn);
     c = pc->connection;
 
-    /* libpq opens a new socket when it moves to the next address or
-     * retries without SSL */
+    /* libpq opens a new socket when it moves to the next host or address
+     * or retries without SSL, often under the number of the one it closed
+     * (which left epoll with it): a new socket is a new inode */
     fd = PQsocket(pc->pgconn);
 
-    if (fd != -1 && fd != c->fd) {
+    if (fd != -1
+        && (fd != c->fd
+            || ngx_http_chathistory_pg_socket_id(fd) != pc->socket_id))
+    {
         ngx_http_chathistory_pg_conn_detach(pc);
 
         if (ngx_http_chathistory_pg_conn_attach(pc) != NGX_OK) {
