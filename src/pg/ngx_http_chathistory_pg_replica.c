@@ -23,7 +23,11 @@ static void ngx_http_chathistory_pg_replica_usable(
     const char *why, ngx_int_t lag);
 
 
-static ngx_event_t  ngx_http_chathistory_pg_replica_timer;
+static ngx_event_t       ngx_http_chathistory_pg_replica_timer;
+/* the debug log names a timer by its data's fd */
+static ngx_connection_t  ngx_http_chathistory_pg_replica_dummy;
+/* the pool of the check in flight, NULL when none is */
+static ngx_pool_t       *ngx_http_chathistory_pg_replica_checking;
 
 
 ngx_int_t
@@ -39,7 +43,8 @@ ngx_http_chathistory_pg_replica_init(ngx_cycle_t *cycle)
 
     ev->handler = ngx_http_chathistory_pg_replica_check;
     ev->log = cycle->log;
-    ev->data = NULL;
+    ngx_http_chathistory_pg_replica_dummy.fd = (ngx_socket_t) -1;
+    ev->data = &ngx_http_chathistory_pg_replica_dummy;
     /* a quitting worker does not wait for the next check */
     ev->cancelable = 1;
 
@@ -72,7 +77,7 @@ ngx_http_chathistory_pg_replica_check(ngx_event_t *ev)
     /* the check's answer comes before the next one is due, or fails */
     ngx_add_timer(ev, CH_REPLICA_CHECK_INTERVAL);
 
-    if (ev->data != NULL) {
+    if (ngx_http_chathistory_pg_replica_checking != NULL) {
         /* the last check has not come back yet: still waiting */
         return;
     }
@@ -92,7 +97,7 @@ ngx_http_chathistory_pg_replica_check(ngx_event_t *ev)
     }
 
     q->probe = 1;
-    ev->data = pool;
+    ngx_http_chathistory_pg_replica_checking = pool;
 
     ngx_http_chathistory_pg_query_run(q);
 }
@@ -109,7 +114,7 @@ ngx_http_chathistory_pg_replica_checked(ngx_http_chathistory_pg_query_t *q,
     pool = q->data;
     replica = q->pool;
 
-    ngx_http_chathistory_pg_replica_timer.data = NULL;
+    ngx_http_chathistory_pg_replica_checking = NULL;
 
     if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK
         || PQntuples(res) != 1 || PQgetisnull(res, 0, 0))
