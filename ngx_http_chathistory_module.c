@@ -31,10 +31,19 @@ static ngx_int_t ngx_http_chathistory_init_process(ngx_cycle_t *cycle);
 static void ngx_http_chathistory_exit_process(ngx_cycle_t *cycle);
 static char *ngx_http_chathistory_database_url(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_http_chathistory_replica_url(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_chathistory_db_parse(ngx_conf_t *cf, ngx_str_t *name,
+    ngx_str_t *url, ngx_http_chathistory_db_t *db);
 static ngx_int_t ngx_http_chathistory_conninfo(ngx_conf_t *cf,
-    ngx_http_chathistory_main_conf_t *cmcf, PQconninfoOption *opts);
+    ngx_str_t *name, ngx_http_chathistory_db_t *db, PQconninfoOption *opts);
+static ngx_int_t ngx_http_chathistory_resolve_hosts(ngx_conf_t *cf,
+    ngx_str_t *name, const char *hosts, const char *ports,
+    const char **hostaddrs);
 static ngx_int_t ngx_http_chathistory_resolve_host(ngx_conf_t *cf,
-    const char *host, const char *port, const char **hostaddr);
+    ngx_str_t *name, ngx_str_t *host, ngx_str_t *port, u_char **p);
+static void ngx_http_chathistory_list_item(const char *list, ngx_uint_t n,
+    ngx_str_t *item);
 static char *ngx_http_chathistory_api(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_chathistory_flush_bound(ngx_conf_t *cf, void *post,
@@ -53,6 +62,13 @@ static ngx_conf_post_t  ngx_http_chathistory_flush_post = {
     ngx_http_chathistory_flush_bound
 };
 
+static ngx_conf_bitmask_t  ngx_http_chathistory_replica_reads[] = {
+    { ngx_string("search"), NGX_HTTP_CHATHISTORY_REPLICA_SEARCH },
+    { ngx_string("sessions"), NGX_HTTP_CHATHISTORY_REPLICA_SESSIONS },
+    { ngx_string("messages"), NGX_HTTP_CHATHISTORY_REPLICA_MESSAGES },
+    { ngx_null_string, 0 }
+};
+
 
 static ngx_str_t  ngx_http_chathistory_request_id_name =
     ngx_string("request_id");
@@ -65,6 +81,34 @@ static ngx_command_t  ngx_http_chathistory_commands[] = {
       ngx_http_chathistory_database_url,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
+      NULL },
+
+    { ngx_string("chathistory_database_replica_url"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_chathistory_replica_url,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("chathistory_database_replica_reads"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_conf_set_bitmask_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_chathistory_main_conf_t, replica_reads),
+      &ngx_http_chathistory_replica_reads },
+
+    { ngx_string("chathistory_database_replica_max_lag"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_chathistory_main_conf_t, replica_max_lag),
+      NULL },
+
+    { ngx_string("chathistory_database_prepare"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_chathistory_main_conf_t, prepare),
       NULL },
 
     { ngx_string("chathistory_database_pool_size"),
@@ -282,10 +326,14 @@ ngx_http_chathistory_create_main_conf(ngx_conf_t *cf)
      * set by ngx_pcalloc():
      *
      *     cmcf->database_url = { 0, NULL };
-     *     cmcf->db_keywords = NULL;
-     *     cmcf->db_values = NULL;
-     *     cmcf->db_target = { 0, NULL };
+     *     cmcf->db = { NULL, NULL, { 0, NULL } };
+     *     cmcf->replica_url = { 0, NULL };
+     *     cmcf->replica = { NULL, NULL, { 0, NULL } };
+     *     cmcf->replica_reads = 0;
      */
+
+    cmcf->replica_max_lag = NGX_CONF_UNSET_MSEC;
+    cmcf->prepare = NGX_CONF_UNSET;
 
     cmcf->pool_size = NGX_CONF_UNSET_UINT;
     cmcf->queue_size = NGX_CONF_UNSET_UINT;
@@ -313,6 +361,19 @@ ngx_http_chathistory_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(cmcf->keepalive_timeout, 60000);
     ngx_conf_init_uint_value(cmcf->spool_max, 10000);
     ngx_conf_init_msec_value(cmcf->flush_interval, 10);
+    ngx_conf_init_msec_value(cmcf->replica_max_lag, 5000);
+    ngx_conf_init_value(cmcf->prepare, 1);
+
+    if (cmcf->replica_reads == 0) {
+        cmcf->replica_reads = NGX_HTTP_CHATHISTORY_REPLICA_SEARCH;
+    }
+
+    if (cmcf->replica_url.len && cmcf->database_url.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"chathistory_database_replica_url\" requires "
+                           "\"chathistory_database_url\"");
+        return NGX_CONF_ERROR;
+    }
 
     if (cmcf->thread_pool_name.data == NULL) {
         ngx_str_set(&cmcf->thread_pool_name, "default");
@@ -443,7 +504,9 @@ ngx_http_chathistory_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
-    if (ngx_http_chathistory_pg_pool_init(cycle, cmcf) != NGX_OK) {
+    if (ngx_http_chathistory_pg_pool_init(cycle, cmcf) != NGX_OK
+        || ngx_http_chathistory_pg_replica_init(cycle) != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
@@ -463,6 +526,7 @@ static void
 ngx_http_chathistory_exit_process(ngx_cycle_t *cycle)
 {
     ngx_http_chathistory_record_exit();
+    ngx_http_chathistory_pg_replica_done();
     ngx_http_chathistory_pg_pool_done(cycle);
     ngx_http_chathistory_counters_exit_process(cycle);
 }
@@ -478,9 +542,7 @@ ngx_http_chathistory_database_url(ngx_conf_t *cf, ngx_command_t *cmd,
 {
     ngx_http_chathistory_main_conf_t  *cmcf = conf;
 
-    char              *err;
-    ngx_str_t         *value;
-    PQconninfoOption  *opts;
+    ngx_str_t  *value;
 
     if (cmcf->database_url.data != NULL) {
         return "is duplicate";
@@ -489,19 +551,50 @@ ngx_http_chathistory_database_url(ngx_conf_t *cf, ngx_command_t *cmd,
     value = cf->args->elts;
     cmcf->database_url = value[1];
 
+    return ngx_http_chathistory_db_parse(cf, &cmd->name, &value[1],
+                                         &cmcf->db);
+}
+
+
+static char *
+ngx_http_chathistory_replica_url(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_chathistory_main_conf_t  *cmcf = conf;
+
+    ngx_str_t  *value;
+
+    if (cmcf->replica_url.data != NULL) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    cmcf->replica_url = value[1];
+
+    return ngx_http_chathistory_db_parse(cf, &cmd->name, &value[1],
+                                         &cmcf->replica);
+}
+
+
+static char *
+ngx_http_chathistory_db_parse(ngx_conf_t *cf, ngx_str_t *name,
+    ngx_str_t *url, ngx_http_chathistory_db_t *db)
+{
+    char              *err;
+    PQconninfoOption  *opts;
+
     err = NULL;
-    opts = PQconninfoParse((char *) value[1].data, &err);
+    opts = PQconninfoParse((char *) url->data, &err);
 
     if (opts == NULL) {
         /* libpq's message quotes no password: it names the bad part */
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid chathistory_database_url: %s",
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid %V: %s", name,
                            err ? err : "out of memory");
         PQfreemem(err);
         return NGX_CONF_ERROR;
     }
 
-    if (ngx_http_chathistory_conninfo(cf, cmcf, opts) != NGX_OK) {
+    if (ngx_http_chathistory_conninfo(cf, name, db, opts) != NGX_OK) {
         PQconninfoFree(opts);
         return NGX_CONF_ERROR;
     }
@@ -514,8 +607,8 @@ ngx_http_chathistory_database_url(ngx_conf_t *cf, ngx_command_t *cmd,
 
 /* Keep the options as keyword/value arrays, with host names resolved. */
 static ngx_int_t
-ngx_http_chathistory_conninfo(ngx_conf_t *cf,
-    ngx_http_chathistory_main_conf_t *cmcf, PQconninfoOption *opts)
+ngx_http_chathistory_conninfo(ngx_conf_t *cf, ngx_str_t *name,
+    ngx_http_chathistory_db_t *db, PQconninfoOption *opts)
 {
     ngx_uint_t         n, i;
     const char        *host, *hostaddr, *port, *dbname;
@@ -550,17 +643,18 @@ ngx_http_chathistory_conninfo(ngx_conf_t *cf,
 
     /* libpq resolves names in PQconnectStart, which would block workers */
     if (hostaddr == NULL && host != NULL) {
-        if (ngx_http_chathistory_resolve_host(cf, host, port, &hostaddr)
+        if (ngx_http_chathistory_resolve_hosts(cf, name, host, port,
+                                               &hostaddr)
             != NGX_OK)
         {
             return NGX_ERROR;
         }
     }
 
-    cmcf->db_keywords = ngx_pcalloc(cf->pool, (n + 3) * sizeof(char *));
-    cmcf->db_values = ngx_pcalloc(cf->pool, (n + 3) * sizeof(char *));
+    db->keywords = ngx_pcalloc(cf->pool, (n + 3) * sizeof(char *));
+    db->values = ngx_pcalloc(cf->pool, (n + 3) * sizeof(char *));
 
-    if (cmcf->db_keywords == NULL || cmcf->db_values == NULL) {
+    if (db->keywords == NULL || db->values == NULL) {
         return NGX_ERROR;
     }
 
@@ -571,33 +665,31 @@ ngx_http_chathistory_conninfo(ngx_conf_t *cf,
             continue;
         }
 
-        cmcf->db_keywords[i] = ngx_http_chathistory_strdup(cf->pool,
-                                                           o->keyword);
-        cmcf->db_values[i] = ngx_http_chathistory_strdup(cf->pool, o->val);
+        db->keywords[i] = ngx_http_chathistory_strdup(cf->pool, o->keyword);
+        db->values[i] = ngx_http_chathistory_strdup(cf->pool, o->val);
         i++;
     }
 
     if (hostaddr != NULL) {
-        cmcf->db_keywords[i] = "hostaddr";
-        cmcf->db_values[i] = ngx_http_chathistory_strdup(cf->pool, hostaddr);
+        db->keywords[i] = "hostaddr";
+        db->values[i] = ngx_http_chathistory_strdup(cf->pool, hostaddr);
         i++;
     }
 
-    cmcf->db_keywords[i] = "fallback_application_name";
-    cmcf->db_values[i] = "nginx chathistory";
+    db->keywords[i] = "fallback_application_name";
+    db->values[i] = "nginx chathistory";
 
-    cmcf->db_target.data = ngx_pnalloc(cf->pool, 512);
-    if (cmcf->db_target.data == NULL) {
+    db->target.data = ngx_pnalloc(cf->pool, 512);
+    if (db->target.data == NULL) {
         return NGX_ERROR;
     }
 
-    cmcf->db_target.len = ngx_snprintf(cmcf->db_target.data, 512,
-                                       "%s:%s/%s",
-                                       host ? host : "localhost", port, dbname)
-                          - cmcf->db_target.data;
+    db->target.len = ngx_snprintf(db->target.data, 512, "%s:%s/%s",
+                                  host ? host : "localhost", port, dbname)
+                     - db->target.data;
 
-    for (i = 0; cmcf->db_keywords[i]; i++) {
-        if (cmcf->db_values[i] == NULL) {
+    for (i = 0; db->keywords[i]; i++) {
+        if (db->values[i] == NULL) {
             return NGX_ERROR;
         }
     }
@@ -607,46 +699,114 @@ ngx_http_chathistory_conninfo(ngx_conf_t *cf,
 
 
 /*
- * Resolve a single host name now, as proxy_pass does; sockets ("/...")
- * and lists of hosts are left to libpq.
+ * Resolve the host names now, as proxy_pass does: one address each, in a
+ * hostaddr list of the same length (libpq tries the hosts in order, and
+ * with target_session_attrs takes the first that fits). Sockets ("/...")
+ * get an empty entry, which leaves them to libpq.
  */
 static ngx_int_t
-ngx_http_chathistory_resolve_host(ngx_conf_t *cf, const char *host,
-    const char *port, const char **hostaddr)
+ngx_http_chathistory_resolve_hosts(ngx_conf_t *cf, ngx_str_t *name,
+    const char *hosts, const char *ports, const char **hostaddrs)
 {
-    u_char    *p;
-    size_t     len;
+    u_char     *p, *start;
+    size_t      len;
+    ngx_str_t   host, port, portlist;
+    ngx_uint_t  nhosts, nports, i;
+
+    len = ngx_strlen(hosts);
+    nhosts = 1;
+    for (i = 0; i < len; i++) {
+        nhosts += (hosts[i] == ',');
+    }
+
+    portlist.data = (u_char *) ports;
+    portlist.len = ngx_strlen(ports);
+    nports = 1;
+    for (i = 0; i < portlist.len; i++) {
+        nports += (ports[i] == ',');
+    }
+
+    if (nports != 1 && nports != nhosts) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "%V: %ui hosts but %ui ports", name, nhosts,
+                           nports);
+        return NGX_ERROR;
+    }
+
+    start = ngx_pnalloc(cf->pool, nhosts * (NGX_SOCKADDR_STRLEN + 1) + 1);
+    if (start == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = start;
+
+    for (i = 0; i < nhosts; i++) {
+        ngx_http_chathistory_list_item(hosts, i, &host);
+        ngx_http_chathistory_list_item(ports, nports == 1 ? 0 : i, &port);
+
+        if (i) {
+            *p++ = ',';
+        }
+
+        if (ngx_http_chathistory_resolve_host(cf, name, &host, &port, &p)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    *p = '\0';
+    *hostaddrs = (char *) start;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_chathistory_resolve_host(ngx_conf_t *cf, ngx_str_t *name,
+    ngx_str_t *host, ngx_str_t *port, u_char **p)
+{
     ngx_url_t  u;
 
-    if (host[0] == '/' || host[0] == '@' || ngx_strchr(host, ',') != NULL) {
+    if (host->len == 0 || host->data[0] == '/' || host->data[0] == '@') {
         return NGX_OK;
     }
 
     ngx_memzero(&u, sizeof(ngx_url_t));
 
-    u.host.data = (u_char *) host;
-    u.host.len = ngx_strlen(host);
-    u.port = (in_port_t) ngx_atoi((u_char *) port, ngx_strlen(port));
+    u.host = *host;
+    u.port = (in_port_t) (port->len ? ngx_atoi(port->data, port->len) : 5432);
 
     if (ngx_inet_resolve_host(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "chathistory_database_url: host \"%s\" not found",
-                           host);
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%V: host \"%V\" not found",
+                           name, host);
         return NGX_ERROR;
     }
 
-    p = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen, p,
+    *p += ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen, *p,
                         NGX_SOCKADDR_STRLEN, 0);
-    p[len] = '\0';
-
-    *hostaddr = (char *) p;
 
     return NGX_OK;
+}
+
+
+/* The n-th item of a comma-separated list, as libpq splits them. */
+static void
+ngx_http_chathistory_list_item(const char *list, ngx_uint_t n,
+    ngx_str_t *item)
+{
+    const char  *p, *end;
+
+    for (p = list; n && *p; p++) {
+        if (*p == ',') {
+            n--;
+        }
+    }
+
+    end = ngx_strchr(p, ',');
+
+    item->data = (u_char *) p;
+    item->len = end ? (size_t) (end - p) : ngx_strlen(p);
 }
 
 

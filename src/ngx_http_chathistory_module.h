@@ -15,11 +15,32 @@
 #include "ngx_http_chathistory_util.h"
 
 
+/* which API reads may go to chathistory_database_replica_url */
+#define NGX_HTTP_CHATHISTORY_REPLICA_SEARCH    0x0001
+#define NGX_HTTP_CHATHISTORY_REPLICA_SESSIONS  0x0002
+#define NGX_HTTP_CHATHISTORY_REPLICA_MESSAGES  0x0004
+
+
+/* where a pool connects: libpq's keywords and values, host names resolved */
+typedef struct {
+    const char                **keywords;
+    const char                **values;
+    ngx_str_t                   target;         /* host:port/db, for logs */
+} ngx_http_chathistory_db_t;
+
+
 typedef struct {
     ngx_str_t                   database_url;
-    const char                **db_keywords;
-    const char                **db_values;
-    ngx_str_t                   db_target;      /* host:port/db, for logs */
+    ngx_http_chathistory_db_t   db;
+
+    /* a read replica (or several, libpq multi-host), its own pool */
+    ngx_str_t                   replica_url;
+    ngx_http_chathistory_db_t   replica;
+    ngx_uint_t                  replica_reads;
+    ngx_msec_t                  replica_max_lag;
+
+    /* named prepared statements; off behind a transaction-mode pooler */
+    ngx_flag_t                  prepare;
 
     ngx_uint_t                  pool_size;
     ngx_uint_t                  queue_size;

@@ -10,12 +10,17 @@
 #include "ngx_http_chathistory_cursor.h"
 #include "ngx_http_chathistory_json.h"
 #include "ngx_http_chathistory_validate.h"
+#include "ngx_http_chathistory_statements.h"
 
 
 #define CH_PAGE_DEFAULT  20
 #define CH_PAGE_MAX      100
 
 
+static ngx_uint_t ngx_http_chathistory_api_replica(ngx_http_request_t *r,
+    ngx_uint_t stmt);
+static ngx_uint_t ngx_http_chathistory_api_consistency_primary(
+    ngx_http_request_t *r);
 static ngx_int_t ngx_http_chathistory_api_cursor(ngx_http_request_t *r,
     const char *micros, const char *id, ngx_str_t *out);
 static ngx_uint_t ngx_http_chathistory_api_hex(u_char *p, size_t len);
@@ -62,10 +67,95 @@ ngx_http_chathistory_api_query(ngx_http_request_t *r, ngx_uint_t stmt,
     }
 
     q->nparams = (int) nparams;
+    q->replica = ngx_http_chathistory_api_replica(r, stmt);
 
     ngx_http_chathistory_pg_query_run(q);
 
     return NGX_DONE;
+}
+
+
+/*
+ * May a replica answer this statement: a read that
+ * chathistory_database_replica_reads names, unless the request asks for
+ * "X-Chathistory-Consistency: primary" (to read what it has just written:
+ * a replica may be up to chathistory_database_replica_max_lag behind).
+ */
+static ngx_uint_t
+ngx_http_chathistory_api_replica(ngx_http_request_t *r, ngx_uint_t stmt)
+{
+    ngx_uint_t                         reads;
+    ngx_http_chathistory_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_chathistory_module);
+
+    if (cmcf->replica_url.len == 0) {
+        return 0;
+    }
+
+    switch (stmt) {
+
+    case NGX_HTTP_CHATHISTORY_SQL_SEARCH_SEMANTIC:
+    case NGX_HTTP_CHATHISTORY_SQL_SEARCH_KEYWORD:
+    case NGX_HTTP_CHATHISTORY_SQL_SEARCH_HYBRID:
+        reads = NGX_HTTP_CHATHISTORY_REPLICA_SEARCH;
+        break;
+
+    case NGX_HTTP_CHATHISTORY_SQL_SESSION_GET:
+    case NGX_HTTP_CHATHISTORY_SQL_SESSION_LIST:
+        reads = NGX_HTTP_CHATHISTORY_REPLICA_SESSIONS;
+        break;
+
+    case NGX_HTTP_CHATHISTORY_SQL_MESSAGE_LIST_ASC:
+    case NGX_HTTP_CHATHISTORY_SQL_MESSAGE_LIST_DESC:
+        reads = NGX_HTTP_CHATHISTORY_REPLICA_MESSAGES;
+        break;
+
+    default:
+        return 0;
+    }
+
+    if (!(cmcf->replica_reads & reads)) {
+        return 0;
+    }
+
+    return !ngx_http_chathistory_api_consistency_primary(r);
+}
+
+
+static ngx_uint_t
+ngx_http_chathistory_api_consistency_primary(ngx_http_request_t *r)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return 0;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == sizeof("X-Chathistory-Consistency") - 1
+            && ngx_strncasecmp(h[i].key.data,
+                               (u_char *) "X-Chathistory-Consistency",
+                               h[i].key.len) == 0
+            && h[i].value.len == sizeof("primary") - 1
+            && ngx_strncasecmp(h[i].value.data, (u_char *) "primary",
+                               h[i].value.len) == 0)
+        {
+            return 1;
+        }
+    }
 }
 
 

@@ -51,6 +51,7 @@ struct ngx_http_chathistory_pg_query_s {
     ngx_http_chathistory_pg_handler_pt   handler;
     void                                *data;
 
+    ngx_http_chathistory_pg_pool_t      *pool;      /* where it runs */
     ngx_http_chathistory_pg_conn_t      *conn;
     ngx_queue_t                          queue;     /* in pool->waiting */
     ngx_event_t                          wait_timer;
@@ -60,6 +61,12 @@ struct ngx_http_chathistory_pg_query_s {
     unsigned                             done:1;
     /* a batch of recorded messages: it runs on the pool's writer */
     unsigned                             writer:1;
+    /* a read that a replica may answer, when one is usable */
+    unsigned                             replica:1;
+    /* the replica's lag check: on the replica, usable or not */
+    unsigned                             probe:1;
+    /* the replica failed it: the primary answers */
+    unsigned                             retried:1;
 };
 
 
@@ -76,12 +83,14 @@ struct ngx_http_chathistory_pg_conn_s {
     ngx_http_chathistory_pg_pool_t      *pool;
     PGconn                              *pgconn;
     ngx_connection_t                    *connection;
+    ngx_file_uniq_t                      socket_id;  /* the fd's inode */
     ngx_http_chathistory_pg_state_e      state;
 
     ngx_http_chathistory_pg_query_t     *query;     /* NULL when abandoned */
     ngx_uint_t                           stmt;
     PGresult                            *result;
     uint64_t                             prepared;  /* statement bitmap */
+    ngx_uint_t                           generation;
 
     unsigned                             reprepared:1;
     unsigned                             idle:1;
@@ -90,6 +99,7 @@ struct ngx_http_chathistory_pg_conn_s {
 
 struct ngx_http_chathistory_pg_pool_s {
     ngx_http_chathistory_main_conf_t    *conf;
+    ngx_http_chathistory_db_t           *db;
     ngx_log_t                           *log;
 
     ngx_queue_t                          idle;
@@ -103,6 +113,13 @@ struct ngx_http_chathistory_pg_pool_s {
 
     ngx_msec_t                           backoff;
     ngx_msec_t                           retry_at;
+
+    /* bumped when the server turned read-only: older connections go */
+    ngx_uint_t                           generation;
+
+    unsigned                             replica:1;
+    /* the replica answered its last lag check within the bound */
+    unsigned                             usable:1;
 };
 
 
@@ -110,6 +127,9 @@ struct ngx_http_chathistory_pg_pool_s {
 ngx_int_t ngx_http_chathistory_pg_pool_init(ngx_cycle_t *cycle,
     ngx_http_chathistory_main_conf_t *cmcf);
 void ngx_http_chathistory_pg_pool_done(ngx_cycle_t *cycle);
+/* the replica's pool, NULL without chathistory_database_replica_url */
+ngx_http_chathistory_pg_pool_t *ngx_http_chathistory_pg_replica_pool(void);
+void ngx_http_chathistory_pg_pool_readonly(ngx_http_chathistory_pg_pool_t *pool);
 ngx_http_chathistory_pg_query_t *ngx_http_chathistory_pg_query_create(
     ngx_http_request_t *r, ngx_uint_t stmt,
     ngx_http_chathistory_pg_handler_pt handler, void *data);
@@ -138,6 +158,10 @@ void ngx_http_chathistory_pg_query_finish(ngx_http_chathistory_pg_query_t *q,
 
 /* the first line of the connection's last error */
 ngx_str_t *ngx_http_chathistory_pg_error(PGconn *conn, ngx_str_t *msg);
+
+/* the replica's lag check (ngx_http_chathistory_pg_replica.c) */
+ngx_int_t ngx_http_chathistory_pg_replica_init(ngx_cycle_t *cycle);
+void ngx_http_chathistory_pg_replica_done(void);
 
 /* SQLSTATE of a failed result, or "" */
 const char *ngx_http_chathistory_pg_sqlstate(PGresult *res);

@@ -11,10 +11,16 @@
 #include "ngx_http_chathistory_statements.h"
 
 
+/* why a statement failed where it ran */
+#define NGX_HTTP_CHATHISTORY_PG_READONLY  1
+#define NGX_HTTP_CHATHISTORY_PG_GOING     2
+
+
 static ngx_int_t ngx_http_chathistory_pg_conn_attach(
     ngx_http_chathistory_pg_conn_t *pc);
 static void ngx_http_chathistory_pg_conn_detach(
     ngx_http_chathistory_pg_conn_t *pc);
+static ngx_file_uniq_t ngx_http_chathistory_pg_socket_id(ngx_socket_t fd);
 static ngx_int_t ngx_http_chathistory_pg_want_write(ngx_connection_t *c,
     ngx_uint_t want);
 static void ngx_http_chathistory_pg_read_handler(ngx_event_t *ev);
@@ -29,6 +35,8 @@ static ngx_int_t ngx_http_chathistory_pg_conn_receive(
     ngx_http_chathistory_pg_conn_t *pc);
 static ngx_int_t ngx_http_chathistory_pg_conn_result(
     ngx_http_chathistory_pg_conn_t *pc);
+static ngx_uint_t ngx_http_chathistory_pg_conn_away(
+    ngx_http_chathistory_pg_conn_t *pc, PGresult *res);
 static void ngx_http_chathistory_pg_conn_idle_input(
     ngx_http_chathistory_pg_conn_t *pc);
 static void ngx_http_chathistory_pg_conn_fail(
@@ -54,10 +62,12 @@ ngx_http_chathistory_pg_conn_open(ngx_http_chathistory_pg_pool_t *pool)
 
     pc->pool = pool;
     pc->state = NGX_HTTP_CHATHISTORY_PG_CONNECTING;
+    pc->generation = pool->generation;
 
     /* host names were resolved into hostaddr at configuration time, so
      * this does not block on DNS */
-    pc->pgconn = PQconnectStartParams(cmcf->db_keywords, cmcf->db_values, 0);
+    pc->pgconn = PQconnectStartParams(pool->db->keywords, pool->db->values,
+                                      0);
     if (pc->pgconn == NULL) {
         ngx_log_error(NGX_LOG_ERR, pool->log, 0,
                       "chathistory: cannot allocate a PostgreSQL connection");
@@ -70,7 +80,7 @@ ngx_http_chathistory_pg_conn_open(ngx_http_chathistory_pg_pool_t *pool)
     {
         ngx_log_error(NGX_LOG_ERR, pool->log, 0,
                       "chathistory: PostgreSQL at \"%V\": connect failed: %V",
-                      &cmcf->db_target,
+                      &pool->db->target,
                       ngx_http_chathistory_pg_error(pc->pgconn, &msg));
         PQfinish(pc->pgconn);
         ngx_free(pc);
@@ -116,6 +126,8 @@ ngx_http_chathistory_pg_conn_attach(ngx_http_chathistory_pg_conn_t *pc)
         return NGX_ERROR;
     }
 
+    pc->socket_id = ngx_http_chathistory_pg_socket_id(fd);
+
     c->data = pc;
     c->read->handler = ngx_http_chathistory_pg_read_handler;
     c->write->handler = ngx_http_chathistory_pg_write_handler;
@@ -131,6 +143,20 @@ ngx_http_chathistory_pg_conn_attach(ngx_http_chathistory_pg_conn_t *pc)
     }
 
     return NGX_OK;
+}
+
+
+/* What tells two sockets apart that had the same number. */
+static ngx_file_uniq_t
+ngx_http_chathistory_pg_socket_id(ngx_socket_t fd)
+{
+    ngx_file_info_t  fi;
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR) {
+        return 0;
+    }
+
+    return ngx_file_uniq(&fi);
 }
 
 
@@ -269,11 +295,15 @@ ngx_http_chathistory_pg_connect_poll(ngx_http_chathistory_pg_conn_t *pc)
     status = PQconnectPoll(pc->pgconn);
     c = pc->connection;
 
-    /* libpq opens a new socket when it moves to the next address or
-     * retries without SSL */
+    /* libpq opens a new socket when it moves to the next host or address
+     * or retries without SSL, often under the number of the one it closed
+     * (which left epoll with it): a new socket is a new inode */
     fd = PQsocket(pc->pgconn);
 
-    if (fd != -1 && fd != c->fd) {
+    if (fd != -1
+        && (fd != c->fd
+            || ngx_http_chathistory_pg_socket_id(fd) != pc->socket_id))
+    {
         ngx_http_chathistory_pg_conn_detach(pc);
 
         if (ngx_http_chathistory_pg_conn_attach(pc) != NGX_OK) {
@@ -367,7 +397,20 @@ ngx_http_chathistory_pg_conn_dispatch(ngx_http_chathistory_pg_conn_t *pc)
     st = ngx_http_chathistory_statement(pc->stmt);
     bit = (uint64_t) 1 << pc->stmt;
 
-    if (!(pc->prepared & bit)) {
+    if (!pc->pool->conf->prepare) {
+        /* behind a transaction-mode pooler no statement outlives its
+         * transaction: an unnamed one, parsed with its parameters */
+        if (pc->query == NULL) {
+            pc->state = NGX_HTTP_CHATHISTORY_PG_IDLE;
+            ngx_http_chathistory_pg_pool_released(pc);
+            return NGX_OK;
+        }
+
+        ok = PQsendQueryParams(pc->pgconn, st->sql, pc->query->nparams, NULL,
+                               pc->query->values, NULL, NULL, 0);
+        pc->state = NGX_HTTP_CHATHISTORY_PG_EXECUTING;
+
+    } else if (!(pc->prepared & bit)) {
         ok = PQsendPrepare(pc->pgconn, st->name, st->sql, st->nparams, NULL);
         pc->state = NGX_HTTP_CHATHISTORY_PG_PREPARING;
 
@@ -439,6 +482,7 @@ ngx_http_chathistory_pg_conn_receive(ngx_http_chathistory_pg_conn_t *pc)
 static ngx_int_t
 ngx_http_chathistory_pg_conn_result(ngx_http_chathistory_pg_conn_t *pc)
 {
+    ngx_uint_t                        away;
     PGresult                         *res;
     ngx_http_chathistory_pg_query_t  *q;
 
@@ -485,7 +529,7 @@ ngx_http_chathistory_pg_conn_result(ngx_http_chathistory_pg_conn_t *pc)
         ngx_log_error(NGX_LOG_INFO, pc->connection->log, 0,
                       "chathistory: PostgreSQL at \"%V\" forgot the "
                       "prepared statements, preparing them again",
-                      &pc->pool->conf->db_target);
+                      &pc->pool->db->target);
 
         PQclear(res);
         pc->prepared = 0;
@@ -497,6 +541,13 @@ ngx_http_chathistory_pg_conn_result(ngx_http_chathistory_pg_conn_t *pc)
         ngx_del_timer(pc->connection->read);
     }
 
+    away = ngx_http_chathistory_pg_conn_away(pc, res);
+
+    if (away) {
+        PQclear(res);
+        res = NULL;
+    }
+
     q = pc->query;
     pc->query = NULL;
     pc->state = NGX_HTTP_CHATHISTORY_PG_IDLE;
@@ -504,10 +555,16 @@ ngx_http_chathistory_pg_conn_result(ngx_http_chathistory_pg_conn_t *pc)
     if (q != NULL) {
         q->conn = NULL;
         ngx_http_chathistory_pg_query_finish(q, res,
-                                             NGX_HTTP_CHATHISTORY_PG_OK);
+                                     away ? NGX_HTTP_CHATHISTORY_PG_UNREACHABLE
+                                          : NGX_HTTP_CHATHISTORY_PG_OK);
     }
 
     PQclear(res);
+
+    if (away == NGX_HTTP_CHATHISTORY_PG_GOING) {
+        ngx_http_chathistory_pg_conn_lost(pc, "server going away");
+        return NGX_OK;
+    }
 
     if (PQstatus(pc->pgconn) != CONNECTION_OK) {
         ngx_http_chathistory_pg_conn_lost(pc, "connection lost");
@@ -517,6 +574,43 @@ ngx_http_chathistory_pg_conn_result(ngx_http_chathistory_pg_conn_t *pc)
     ngx_http_chathistory_pg_pool_released(pc);
 
     return NGX_OK;
+}
+
+
+/*
+ * A statement that failed because of where it ran, not of what it is:
+ * the primary turned read-only (demoted to a standby), or the server is
+ * shutting down. Its query is told the database is unreachable (the
+ * capture spools, the API answers 503), and the connection goes.
+ */
+static ngx_uint_t
+ngx_http_chathistory_pg_conn_away(ngx_http_chathistory_pg_conn_t *pc,
+    PGresult *res)
+{
+    const char  *state;
+
+    if (res == NULL || PQresultStatus(res) != PGRES_FATAL_ERROR) {
+        return 0;
+    }
+
+    state = ngx_http_chathistory_pg_sqlstate(res);
+
+    if (ngx_strcmp(state, "25006") == 0 && !pc->pool->replica) {
+        if (pc->generation == pc->pool->generation) {
+            ngx_http_chathistory_pg_pool_readonly(pc->pool);
+        }
+
+        return NGX_HTTP_CHATHISTORY_PG_READONLY;
+    }
+
+    if (ngx_strncmp(state, "57P0", 4) == 0) {
+        ngx_log_error(NGX_LOG_WARN, pc->connection->log, 0,
+                      "chathistory: PostgreSQL at \"%V\" is going away "
+                      "(SQLSTATE %s)", &pc->pool->db->target, state);
+        return NGX_HTTP_CHATHISTORY_PG_GOING;
+    }
+
+    return 0;
 }
 
 
@@ -560,7 +654,7 @@ ngx_http_chathistory_pg_conn_fail(ngx_http_chathistory_pg_conn_t *pc,
 
     ngx_log_error(NGX_LOG_ERR, pc->pool->log, 0,
                   "chathistory: PostgreSQL at \"%V\": %s: %V",
-                  &pc->pool->conf->db_target, what,
+                  &pc->pool->db->target, what,
                   ngx_http_chathistory_pg_error(pc->pgconn, &msg));
 
     q = pc->query;

@@ -42,23 +42,62 @@ static void ngx_http_chathistory_pg_count(
     ngx_http_chathistory_pg_failure_e failure, PGresult *res);
 static void ngx_http_chathistory_pg_fail_waiting(
     ngx_http_chathistory_pg_pool_t *pool);
+static ngx_http_chathistory_pg_pool_t *ngx_http_chathistory_pg_pool_create(
+    ngx_cycle_t *cycle, ngx_http_chathistory_main_conf_t *cmcf,
+    ngx_http_chathistory_db_t *db);
+static void ngx_http_chathistory_pg_pool_close(
+    ngx_http_chathistory_pg_pool_t *pool);
+static ngx_http_chathistory_pg_pool_t *ngx_http_chathistory_pg_route(
+    ngx_http_chathistory_pg_query_t *q);
+static ngx_uint_t ngx_http_chathistory_pg_fall_back(
+    ngx_http_chathistory_pg_query_t *q, PGresult *res,
+    ngx_http_chathistory_pg_failure_e failure);
 
 
 static ngx_http_chathistory_pg_pool_t  *ngx_http_chathistory_pg_pool;
+static ngx_http_chathistory_pg_pool_t  *ngx_http_chathistory_pg_replica;
 
 
 ngx_int_t
 ngx_http_chathistory_pg_pool_init(ngx_cycle_t *cycle,
     ngx_http_chathistory_main_conf_t *cmcf)
 {
+    ngx_http_chathistory_pg_pool = ngx_http_chathistory_pg_pool_create(cycle,
+                                                              cmcf, &cmcf->db);
+    if (ngx_http_chathistory_pg_pool == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (cmcf->replica_url.len == 0) {
+        return NGX_OK;
+    }
+
+    /* a pool of its own: what the replica does never touches the primary's */
+    ngx_http_chathistory_pg_replica = ngx_http_chathistory_pg_pool_create(
+                                               cycle, cmcf, &cmcf->replica);
+    if (ngx_http_chathistory_pg_replica == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_chathistory_pg_replica->replica = 1;
+
+    return NGX_OK;
+}
+
+
+static ngx_http_chathistory_pg_pool_t *
+ngx_http_chathistory_pg_pool_create(ngx_cycle_t *cycle,
+    ngx_http_chathistory_main_conf_t *cmcf, ngx_http_chathistory_db_t *db)
+{
     ngx_http_chathistory_pg_pool_t  *pool;
 
     pool = ngx_pcalloc(cycle->pool, sizeof(ngx_http_chathistory_pg_pool_t));
     if (pool == NULL) {
-        return NGX_ERROR;
+        return NULL;
     }
 
     pool->conf = cmcf;
+    pool->db = db;
     pool->log = cycle->log;
 
     ngx_queue_init(&pool->idle);
@@ -66,20 +105,34 @@ ngx_http_chathistory_pg_pool_init(ngx_cycle_t *cycle,
     ngx_queue_init(&pool->waiting);
     ngx_queue_init(&pool->writer_waiting);
 
-    ngx_http_chathistory_pg_pool = pool;
+    return pool;
+}
 
-    return NGX_OK;
+
+ngx_http_chathistory_pg_pool_t *
+ngx_http_chathistory_pg_replica_pool(void)
+{
+    return ngx_http_chathistory_pg_replica;
 }
 
 
 void
 ngx_http_chathistory_pg_pool_done(ngx_cycle_t *cycle)
 {
+    ngx_http_chathistory_pg_pool_close(ngx_http_chathistory_pg_pool);
+    ngx_http_chathistory_pg_pool_close(ngx_http_chathistory_pg_replica);
+
+    ngx_http_chathistory_pg_pool = NULL;
+    ngx_http_chathistory_pg_replica = NULL;
+}
+
+
+static void
+ngx_http_chathistory_pg_pool_close(ngx_http_chathistory_pg_pool_t *pool)
+{
     ngx_queue_t                     *qu;
     ngx_http_chathistory_pg_conn_t  *pc;
-    ngx_http_chathistory_pg_pool_t  *pool;
 
-    pool = ngx_http_chathistory_pg_pool;
     if (pool == NULL) {
         return;
     }
@@ -97,8 +150,6 @@ ngx_http_chathistory_pg_pool_done(ngx_cycle_t *cycle)
         pc = ngx_queue_data(qu, ngx_http_chathistory_pg_conn_t, queue);
         ngx_http_chathistory_pg_conn_close(pc);
     }
-
-    ngx_http_chathistory_pg_pool = NULL;
 }
 
 
@@ -161,7 +212,8 @@ ngx_http_chathistory_pg_query_run(ngx_http_chathistory_pg_query_t *q)
     ngx_http_chathistory_pg_conn_t  *pc;
     ngx_http_chathistory_pg_pool_t  *pool;
 
-    pool = ngx_http_chathistory_pg_pool;
+    pool = ngx_http_chathistory_pg_route(q);
+    q->pool = pool;
 
     if (pool == NULL) {
         ngx_http_chathistory_pg_query_fail(q,
@@ -199,6 +251,61 @@ ngx_http_chathistory_pg_query_run(ngx_http_chathistory_pg_query_t *q)
     }
 
     ngx_http_chathistory_pg_enqueue(q);
+}
+
+
+/*
+ * The replica takes a read that may go there while its last lag check
+ * found it within chathistory_database_replica_max_lag; the primary takes
+ * everything else.
+ */
+static ngx_http_chathistory_pg_pool_t *
+ngx_http_chathistory_pg_route(ngx_http_chathistory_pg_query_t *q)
+{
+    ngx_http_chathistory_pg_pool_t  *replica;
+
+    replica = ngx_http_chathistory_pg_replica;
+
+    if (q->probe) {
+        return replica;
+    }
+
+    if (q->replica && !q->retried && replica != NULL && replica->usable) {
+        return replica;
+    }
+
+    return ngx_http_chathistory_pg_pool;
+}
+
+
+/*
+ * The server a pool writes to turned read-only (a primary demoted, or
+ * told default_transaction_read_only): every connection made before goes,
+ * the idle ones now, the busy ones when they are done; new ones find the
+ * writable host (target_session_attrs=read-write).
+ */
+void
+ngx_http_chathistory_pg_pool_readonly(ngx_http_chathistory_pg_pool_t *pool)
+{
+    ngx_queue_t                     *qu;
+    ngx_http_chathistory_pg_conn_t  *pc;
+
+    ngx_log_error(NGX_LOG_WARN, pool->log, 0,
+                  "chathistory: PostgreSQL at \"%V\" is read-only: "
+                  "connecting again, to the writable host",
+                  &pool->db->target);
+
+    pool->generation++;
+
+    while (!ngx_queue_empty(&pool->idle)) {
+        qu = ngx_queue_head(&pool->idle);
+        pc = ngx_queue_data(qu, ngx_http_chathistory_pg_conn_t, queue);
+        ngx_http_chathistory_pg_pool_expired(pc);
+    }
+
+    if (pool->nwaiting && pool->nconns < pool->conf->pool_size) {
+        (void) ngx_http_chathistory_pg_grow(pool);
+    }
 }
 
 
@@ -298,6 +405,17 @@ ngx_http_chathistory_pg_pool_released(ngx_http_chathistory_pg_conn_t *pc)
     ngx_http_chathistory_pg_query_t  *q;
 
     pool = pc->pool;
+
+    if (pc->generation != pool->generation) {
+        /* made before the server turned read-only */
+        ngx_http_chathistory_pg_pool_failed(pc, 1);
+
+        if (pool->nwaiting && pool->nconns < pool->conf->pool_size) {
+            (void) ngx_http_chathistory_pg_grow(pool);
+        }
+
+        return;
+    }
 
     q = ngx_http_chathistory_pg_waiter(pool, pc);
 
@@ -468,7 +586,7 @@ ngx_http_chathistory_pg_enqueue(ngx_http_chathistory_pg_query_t *q)
 {
     ngx_http_chathistory_pg_pool_t  *pool;
 
-    pool = ngx_http_chathistory_pg_pool;
+    pool = q->pool;
 
     ngx_queue_insert_tail(q->writer ? &pool->writer_waiting : &pool->waiting,
                           &q->queue);
@@ -498,8 +616,8 @@ ngx_http_chathistory_pg_dequeue(ngx_http_chathistory_pg_query_t *q)
     }
 
     ngx_queue_remove(&q->queue);
-    ngx_http_chathistory_pg_pool->nwaiting--;
-    ngx_http_chathistory_pg_pool_counted(ngx_http_chathistory_pg_pool);
+    q->pool->nwaiting--;
+    ngx_http_chathistory_pg_pool_counted(q->pool);
     q->waiting = 0;
 
     if (q->wait_timer.timer_set) {
@@ -591,6 +709,10 @@ ngx_http_chathistory_pg_query_finish(ngx_http_chathistory_pg_query_t *q,
         return;
     }
 
+    if (ngx_http_chathistory_pg_fall_back(q, res, failure)) {
+        return;
+    }
+
     q->done = 1;
     q->failure = failure;
 
@@ -607,6 +729,54 @@ ngx_http_chathistory_pg_query_finish(ngx_http_chathistory_pg_query_t *q,
     q->handler(q, res);
 
     ngx_http_run_posted_requests(c);
+}
+
+
+/*
+ * A read the replica could not answer (down, too busy, gone away, or its
+ * recovery cancelled the statement) is asked of the primary, once; the
+ * replica is not used again until its next lag check passes.
+ */
+static ngx_uint_t
+ngx_http_chathistory_pg_fall_back(ngx_http_chathistory_pg_query_t *q,
+    PGresult *res, ngx_http_chathistory_pg_failure_e failure)
+{
+    const char  *state;
+
+    if (q->pool == NULL || !q->pool->replica || q->probe || q->retried) {
+        return 0;
+    }
+
+    if (failure == NGX_HTTP_CHATHISTORY_PG_OK) {
+        if (res == NULL || PQresultStatus(res) != PGRES_FATAL_ERROR) {
+            return 0;
+        }
+
+        state = ngx_http_chathistory_pg_sqlstate(res);
+
+        if (ngx_strncmp(state, "08", 2) != 0
+            && ngx_strncmp(state, "57", 2) != 0
+            && ngx_strncmp(state, "53", 2) != 0
+            && ngx_strcmp(state, "40001") != 0)
+        {
+            return 0;
+        }
+    }
+
+    if (q->pool->usable) {
+        ngx_log_error(NGX_LOG_WARN, q->log, 0,
+                      "chathistory: the replica at \"%V\" failed a read, "
+                      "the primary serves until its next lag check",
+                      &q->pool->db->target);
+        q->pool->usable = 0;
+    }
+
+    q->retried = 1;
+    q->failure = NGX_HTTP_CHATHISTORY_PG_OK;
+    q->wait_timer.handler = ngx_http_chathistory_pg_wait_timeout;
+    ngx_http_chathistory_pg_query_run(q);
+
+    return 1;
 }
 
 

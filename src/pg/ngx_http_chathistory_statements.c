@@ -356,6 +356,20 @@ static const ngx_http_chathistory_statement_t  ngx_http_chathistory_sql[] = {
       "AND window_id = $2::bigint AND key <> ALL ($3::text[]) "
       "ORDER BY n DESC LIMIT 512)",
       5 },
+    /*
+     * how far a replica is behind, in ms: 0 on a primary (a promoted
+     * standby) and on a standby that has replayed all it received while
+     * it streams; else the age of the last transaction it replayed, which
+     * grows while it is cut off from its primary
+     */
+    { "chathistory_replica_lag",
+      "SELECT CASE WHEN NOT pg_is_in_recovery() THEN 0 "
+      "WHEN EXISTS (SELECT 1 FROM pg_stat_wal_receiver) "
+      "AND pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 "
+      "ELSE (LEAST(GREATEST(COALESCE(EXTRACT(epoch FROM now() "
+      "- pg_last_xact_replay_timestamp())::float8, 1e6), 0), 1e6) * 1000) "
+      "END::bigint",
+      0 },
 };
 
 

@@ -31,6 +31,7 @@ static double chw_pg_connect_timeout(const char *url);
 static int chw_pg_session(PGconn *conn);
 static int chw_pg_wait(PGconn *conn, short events, double deadline);
 static void chw_pg_break(PGconn *conn);
+static void chw_pg_readonly(PGconn *conn, const PGresult *res);
 static PGresult *chw_pg_collect(PGconn *conn, double timeout);
 static void chw_pg_notice(void *arg, const PGresult *res);
 static const unsigned char *chw_utf8_next(const unsigned char *p,
@@ -345,6 +346,7 @@ chw_pg_collect(PGconn *conn, double timeout)
         if (out == 0 && !PQisBusy(conn)) {
             r = PQgetResult(conn);
             if (r == NULL) {
+                chw_pg_readonly(conn, res);
                 return res;
             }
 
@@ -441,6 +443,31 @@ chw_pg_wait(PGconn *conn, short events, double deadline)
                      strerror(errno));
             return CHW_ERROR;
         }
+    }
+}
+
+
+/*
+ * The server refused a write as read-only (SQLSTATE 25006): the primary
+ * was demoted, or a standby promoted elsewhere. The connection is given
+ * up on, so that the caller reconnects, and libpq's target_session_attrs
+ * (read-write) of a multi-host database_url finds the writable host.
+ */
+static void
+chw_pg_readonly(PGconn *conn, const PGresult *res)
+{
+    const char  *state;
+
+    if (res == NULL || PQresultStatus(res) != PGRES_FATAL_ERROR) {
+        return;
+    }
+
+    state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+    if (state != NULL && strcmp(state, "25006") == 0) {
+        chw_log(CHW_LOG_WARN, "PostgreSQL is read-only, reconnecting",
+                "host", PQhost(conn), "port", PQport(conn), NULL);
+        chw_pg_break(conn);
     }
 }
 

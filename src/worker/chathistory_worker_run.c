@@ -449,7 +449,10 @@ chw_run_wait(chw_run_t *run, double seconds)
         n = 0;
 
     } else {
-        pfd.fd = PQsocket(run->conn);
+        /* a connection being made again may leave a dead socket behind,
+         * readable at once: the wait between attempts is a plain sleep */
+        pfd.fd = PQstatus(run->conn) == CONNECTION_OK ? PQsocket(run->conn)
+                                                       : -1;
         pfd.events = POLLIN;
         ts.tv_sec = (time_t) seconds;
         ts.tv_nsec = (long) ((seconds - (double) ts.tv_sec) * 1e9);
