@@ -93,9 +93,9 @@ for my $n (1, 2) {
     if ($pid == 0) {
         open STDERR, '>', "$tmp/worker$n.log" or POSIX::_exit(127);
         open STDOUT, '>', '/dev/null' or POSIX::_exit(127);
-        exec $worker, '--database-url', $multi, '--poll-interval', '1', '--database-timeout', '5',
-             'run';
-        POSIX::_exit(127);
+        exec { $worker } $worker, '--database-url', $multi, '--poll-interval', '1',
+             '--database-timeout', '5', 'run'
+            or POSIX::_exit(127);
     }
     push @workers, $pid;
 }
@@ -154,6 +154,7 @@ my $pick = sub {
                                       . "Authorization: Bearer $key\r\nContent-Length: "
                                       . length($body) . "\r\n\r\n$body" })[$i % 3];
 };
+my $t0 = time;
 my @loads = map { load_start(port => $_->{port}, clients => 2, seconds => 22,
                              interval => 0.01, pick => $pick) } @nginx;
 sleep 6;
@@ -176,8 +177,8 @@ for my $s (@s) {
     push @ids, @{$s->{ids}{pipeline} // []};
 }
 note sprintf 'no primary from %.2f s (stop took %.2f s) to %.2f s (promotion took %.2f s)',
-             $stopping - $loads[0]{started}, $stopped - $stopping,
-             $promoted - $loads[0]{started}, $promoted - $promoting;
+             $stopping - $t0, $stopped - $stopping,
+             $promoted - $t0, $promoted - $promoting;
 note "$_: " . join(', ', map { "$_ $by{$_}" } sort keys %{$by{$_}}) for sort keys %by;
 
 my @api = grep { $_->[1] eq 'api' } @answers;

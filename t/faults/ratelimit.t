@@ -84,7 +84,7 @@ is($res->{status}, 429, 'over the limit');
 like($res->{head} // '', qr/^Retry-After: \d+\r?$/mi, 'Retry-After');
 like($res->{head} // '', qr/^RateLimit-Remaining: 0\r?$/mi, 'RateLimit-Remaining: 0');
 like($res->{head} // '', qr/^Content-Type: application\/json/mi, 'JSON');
-like($res->{body} // '', qr/^\{"error":\{"code":"rate_limited","message":"too many requests"\}\}/,
+like($res->{body} // '', qr/^\{"error":\{"code":"rate_limited","message":"too many requests","request_id":"[0-9a-f]{32}"\}\}/,
      'the API\'s error');
 
 sleep 5 * $SYNC;
