@@ -83,7 +83,7 @@ __DATA__
  "Retry-After: \\d+"]
 --- response_body_like eval
 ['"data":', '"data":', '"data":',
- '^\{"error":\{"code":"rate_limited","message":"too many requests"\}\}$']
+ '^\{"error":\{"code":"rate_limited","message":"too many requests","request_id":"[0-9a-f]{32}"\}\}$']
 
 
 
